@@ -1,0 +1,117 @@
+"""CAMs that score channels by masking the input image or ablating the target layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attribution.methods.base import CAMMethod, Targets, WeightedCAM, forward_pass
+from attribution.methods.registry import register
+from attribution.postprocess import minmax_normalize, upsample
+from attribution.split import LayerSplit
+
+__all__ = ["ScoreCAM", "AblationCAM", "OptiCAM", "FakeCAM"]
+
+
+@register("scorecam")
+class ScoreCAM(WeightedCAM):
+    """Score-CAM (Wang et al., CVPRW 2020, eq. 4–6 and Sec. 4.1): each channel's map, upsampled
+    and min-max normalised to ``H^k``, masks the input; its weight is the softmax probability of
+    the target class on ``x ⊙ H^k`` (the authors' implementation, no baseline subtracted).
+
+    A channel with a constant map masks the input to the zero image; all such channels share one
+    forward pass, the only saving over the definition (exact, and large after a ReLU layer).
+    """
+
+    def __init__(self, batch_size: int = 64):
+        self.batch_size = batch_size
+
+    def channel_logits(self, split: LayerSplit, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logits of x ⊙ H^k (B, K, classes), maps (B, K, U, V), targets (B,))``."""
+        base = forward_pass(split, images, targets)
+        maps = base.maps
+        b, k = maps.shape[:2]
+        flat = maps.reshape(b * k, *maps.shape[2:])
+        informative = (maps.amax(dim=(2, 3)) > maps.amin(dim=(2, 3))).reshape(-1)
+        rows = informative.nonzero().flatten()
+        logits = torch.empty(b * k, base.logits.shape[1], device=images.device, dtype=base.logits.dtype)
+        with torch.no_grad():
+            logits[:] = split.head(*split.features(torch.zeros_like(images[:1])))  # every constant mask
+            for start in range(0, rows.numel(), self.batch_size):
+                idx = rows[start : start + self.batch_size]
+                masks = minmax_normalize(upsample(flat[idx], images.shape[-2:]))  # (n, H, W)
+                logits[idx] = split.head(*split.features(images[idx // k] * masks[:, None]))
+        return logits.reshape(b, k, -1), maps, base.targets
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+        logits, maps, resolved = self.channel_logits(split, images, targets)
+        probs = logits.softmax(dim=2)
+        weights = probs.gather(2, resolved[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)
+        return weights, maps
+
+
+@register("ablationcam")
+class AblationCAM(WeightedCAM):
+    """Ablation-CAM (Desai & Ramaswamy, WACV 2020, eq. 3): ``w_k = (y^c − y^c_k) / y^c`` where
+    ``y^c_k`` is the target score with channel ``k`` of the target layer set to zero. Only the
+    network after the target layer is re-run (``K`` suffix passes, batched)."""
+
+    def __init__(self, batch_size: int = 256):
+        self.batch_size = batch_size
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+        base = forward_pass(split, images, targets)
+        b, k = base.maps.shape[:2]
+        score = base.target_scores()
+        ablated = torch.empty(b, k, device=images.device, dtype=score.dtype)
+        eye = torch.eye(k, device=images.device, dtype=base.feats.dtype)
+        per_chunk = max(1, self.batch_size // b)
+        with torch.no_grad():
+            for start in range(0, k, per_chunk):
+                z = 1 - eye[start : start + per_chunk]  # (P, K): channel start+p switched off
+                p = z.shape[0]
+                index = torch.arange(b, device=images.device).repeat_interleave(p)
+                ablated[:, start : start + p] = base.scaled_scores(split, z.repeat(b, 1), index).reshape(b, p)
+        return (score[:, None] - ablated) / score[:, None], base.maps
+
+
+@register("opticam")
+class OptiCAM(WeightedCAM):
+    """Opti-CAM (Zhang et al., CVIU 2024, eq. 5–8): weights ``w = softmax(u)`` that maximise the
+    target logit of the input masked by the upsampled, max-min normalised map:
+
+        u* = argmax_u  y^c( x ⊙ n(up(Σ_k softmax(u)_k A^k)) ),
+
+    optimised with Adam (``iterations`` steps, learning rate ``lr``) from ``u = 0``. Samples are
+    optimised jointly but independently (the loss is a sum and Adam is element-wise).
+    """
+
+    def __init__(self, iterations: int = 50, lr: float = 0.1):
+        self.iterations, self.lr = iterations, lr
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+        base = forward_pass(split, images, targets)
+        maps = base.maps
+        u = torch.zeros(maps.shape[:2], device=images.device, dtype=maps.dtype, requires_grad=True)
+        optimizer = torch.optim.Adam([u], lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(self.iterations):
+                saliency = torch.einsum("bk,bkuv->buv", u.softmax(dim=1), maps)
+                mask = minmax_normalize(upsample(saliency, images.shape[-2:]))
+                logits = split.head(*split.features(images * mask[:, None]))
+                loss = -base.target_scores(logits).sum()
+                (u.grad,) = torch.autograd.grad(loss, u)  # no gradients for the model's parameters
+                optimizer.step()
+        return u.detach().softmax(dim=1), maps
+
+
+@register("fakecam")
+class FakeCAM(CAMMethod):
+    """Fake-CAM (Zhang et al., CVIU 2024, Sec. 5.2): the sanity baseline that scores near-perfect
+    Average Drop/Increase while explaining nothing: 1 everywhere but 0 at the top-left cell."""
+
+    def _maps(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> Tensor:
+        maps = forward_pass(split, images, targets).maps
+        fake = torch.ones(maps.shape[0], *maps.shape[2:], device=images.device, dtype=maps.dtype)
+        fake[:, 0, 0] = 0
+        return fake

@@ -1,0 +1,70 @@
+"""Per-architecture preprocessing (resize, center crop, mean, std) and image loading."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+__all__ = ["Preprocessing", "open_image"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the short side to ``resize``, center-crop ``crop``, scale to [0, 1], normalise."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    @classmethod
+    def from_torchvision(cls, weights) -> Preprocessing:
+        t = weights.transforms()
+        return cls(t.resize_size[0], t.crop_size[0], tuple(t.mean), tuple(t.std), t.interpolation.value)
+
+    @classmethod
+    def from_timm(cls, cfg) -> Preprocessing:
+        size = cfg.input_size[-1]
+        return cls(int(size / cfg.crop_pct), size, tuple(cfg.mean), tuple(cfg.std), cfg.interpolation or "bilinear")
+
+    def transform(self) -> T.Compose:
+        return T.Compose(
+            [
+                T.ToImage(),
+                T.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
+                T.CenterCrop(self.crop),
+                T.ToDtype(torch.float32, scale=True),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        """A PIL image → a normalised ``(3, crop, crop)`` tensor."""
+        return self.transform()(image.convert("RGB"))
+
+    def denormalize(self, images: Tensor) -> Tensor:
+        """Normalised ``(B, 3, H, W)`` → [0, 1] RGB, for display."""
+        mean = torch.tensor(self.mean, device=images.device)[:, None, None]
+        std = torch.tensor(self.std, device=images.device)[:, None, None]
+        return (images * std + mean).clamp(0, 1)
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """Decode an image file or encoded bytes; a missing or corrupt image raises naming it."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise FileNotFoundError(f"image file not found: {name}")
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"corrupt or unreadable image {name}: {err}") from err
+    return image.convert("RGB")

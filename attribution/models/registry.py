@@ -1,0 +1,227 @@
+"""Model registry: per architecture, its constructor, weights, preprocessing, CAM target layer,
+channel count ``K`` and feature layout (the reshape of token models), as timm's model configs.
+
+The paper's architectures (Table 11 and main text) are registered by name; any other
+torchvision or timm classifier is reachable as ``"torchvision:<name>"`` or ``"timm:<name>"``
+with a user-given target layer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from attribution.layout import FeatureLayout, SpatialLayout, TokenLayout
+from attribution.models.preprocessing import Preprocessing
+from attribution.models.weights import (
+    WeightsUnavailableError,
+    efficientnet_lite_state_dict,
+    load_by_position,
+    load_checkpoint,
+)
+
+__all__ = ["Architecture", "LoadedModel", "ARCHITECTURES", "architecture", "load_model", "imagenet_categories"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registry entry.
+
+    ``source`` is ``"torchvision"`` or ``"timm"``; ``builder_name`` the constructor's name there;
+    ``pretrained`` the default pretrained weights (a torchvision weights enum name, ``"timm"``
+    or ``"package"`` for the offline EfficientNet-Lite weights).
+    """
+
+    name: str
+    source: str
+    builder_name: str
+    target_layer: str
+    channels: int | None
+    pretrained: str
+    layout: FeatureLayout | None = field(default_factory=SpatialLayout)  # None: inferred
+    builder_kwargs: tuple[tuple[str, object], ...] = ()
+
+    def build(self, num_classes: int) -> nn.Module:
+        kwargs = dict(self.builder_kwargs)
+        if self.source == "torchvision":
+            return torchvision.models.get_model(self.builder_name, weights=None, num_classes=num_classes, **kwargs)
+        import timm
+
+        return timm.create_model(self.builder_name, pretrained=False, num_classes=num_classes, **kwargs)
+
+    def preprocessing(self) -> Preprocessing:
+        if self.source == "torchvision":
+            enum = self.pretrained if self.pretrained.startswith("IMAGENET") else "DEFAULT"
+            return Preprocessing.from_torchvision(torchvision.models.get_model_weights(self.builder_name)[enum])
+        import timm
+
+        return Preprocessing.from_timm(timm.models.get_pretrained_cfg(self.builder_name))
+
+
+def _tv(name: str, layer: str, k: int, weights: str = "IMAGENET1K_V1", **kw) -> Architecture:
+    return Architecture(name, "torchvision", name, layer, k, weights, builder_kwargs=tuple(kw.items()))
+
+
+def _lite(variant: int) -> Architecture:
+    return Architecture(f"efficientnet_lite{variant}", "timm", f"tf_efficientnet_lite{variant}", "bn2", 1280, "package")
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in [
+        _tv("vgg16", "features.29", 512),
+        _tv("alexnet", "features.11", 256),
+        _tv("resnet18", "layer4", 512),
+        _tv("resnet50", "layer4", 2048),
+        _tv("densenet121", "features.norm5", 1024),
+        _tv("efficientnet_b0", "features.8", 1280),
+        _tv("inception_v3", "Mixed_7c", 2048, init_weights=False, aux_logits=False),
+        _tv("convnext_tiny", "features.7", 768),
+        replace(
+            _tv("vit_b_16", "encoder.layers.encoder_layer_11.ln_1", 768),
+            layout=TokenLayout(prefix=1, grid=(14, 14)),
+        ),
+        _lite(0),
+        _lite(1),
+        _lite(2),
+    ]
+}
+DEFAULT_ARCHITECTURE = "efficientnet_lite0"
+
+
+def architecture(name: str, layer: str | None = None) -> Architecture:
+    """The registry entry for ``name``, or an ad-hoc one for ``torchvision:``/``timm:`` names."""
+    if name in ARCHITECTURES:
+        entry = ARCHITECTURES[name]
+        return entry if layer is None else replace(entry, target_layer=layer, channels=None)
+    source, _, builder = name.partition(":")
+    if source in ("torchvision", "timm") and builder:
+        if layer is None:
+            raise ValueError(f"model {name!r} is not in the registry: give its target layer (layer=...)")
+        _check_exists(source, builder)
+        pretrained = "DEFAULT" if source == "torchvision" else "timm"
+        return Architecture(name, source, builder, layer, None, pretrained, layout=None)
+    close = difflib.get_close_matches(name, ARCHITECTURES, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"unknown architecture {name!r}.{hint} Registered: {', '.join(ARCHITECTURES)}; "
+        "or use 'torchvision:<name>' / 'timm:<name>' with a target layer"
+    )
+
+
+def _check_exists(source: str, builder: str) -> None:
+    if source == "torchvision":
+        known = torchvision.models.list_models()
+    else:
+        import timm
+
+        known = timm.list_models()
+    if builder not in known:
+        close = difflib.get_close_matches(builder, known, n=3)
+        raise ValueError(f"{source} has no model {builder!r}" + (f"; did you mean {close}?" if close else ""))
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain: eval mode, on its device, with its registry entry."""
+
+    model: nn.Module
+    spec: Architecture
+    preprocessing: Preprocessing
+    weights: str
+
+    @property
+    def layer(self) -> str:
+        return self.spec.target_layer
+
+    @property
+    def layout(self) -> FeatureLayout | None:
+        return self.spec.layout
+
+
+def load_model(
+    name: str,
+    weights: str = "pretrained",
+    *,
+    layer: str | None = None,
+    num_classes: int = 1000,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Build ``name`` with ``weights`` and return it in eval mode on ``device``.
+
+    ``weights``: ``"pretrained"`` (the entry's default: a torchvision/timm download, or the
+    offline package weights for EfficientNet-Lite), ``"none"`` (random init),
+    ``"torchvision:<ENUM>"`` (e.g. ``torchvision:IMAGENET1K_V2``), ``"timm"``, ``"package"``,
+    or a local checkpoint (``"file:<path>"`` or a path).
+    """
+    spec = architecture(name, layer)
+    source = spec.pretrained if weights == "pretrained" else weights
+    if source == "none":
+        model = spec.build(num_classes)
+    elif source == "package":
+        model = _package_weights(spec, num_classes)
+    elif source.startswith("file:") or Path(source).suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        model = load_checkpoint(spec.build(num_classes), source.removeprefix("file:"))
+    elif spec.source == "torchvision" and (source.startswith("torchvision:") or source.startswith("IMAGENET") or source == "DEFAULT"):
+        model = _torchvision_weights(spec, source.removeprefix("torchvision:"), num_classes)
+    elif spec.source == "timm" and source.startswith("timm"):
+        model = _timm_weights(spec, source.removeprefix("timm").lstrip(":"), num_classes)
+    else:
+        raise ValueError(f"weights {weights!r} do not apply to {spec.source} model {name!r}")
+    return LoadedModel(model.eval().to(device), spec, spec.preprocessing(), source)
+
+
+def _torchvision_weights(spec: Architecture, enum: str, num_classes: int) -> nn.Module:
+    try:
+        tv_weights = torchvision.models.get_model_weights(spec.builder_name)[enum]
+    except KeyError as err:
+        raise ValueError(f"torchvision has no weights {enum!r} for {spec.builder_name}") from err
+    classes = len(tv_weights.meta["categories"])
+    if num_classes != classes:
+        raise ValueError(
+            f"{spec.name} weights {enum} have {classes} classes, not {num_classes}; "
+            "load a fine-tuned checkpoint with weights='file:<path>'"
+        )
+    kwargs = dict(spec.builder_kwargs)
+    kwargs.pop("init_weights", None)
+    try:
+        return torchvision.models.get_model(spec.builder_name, weights=tv_weights, **kwargs)
+    except (urllib.error.URLError, OSError) as err:
+        raise WeightsUnavailableError(
+            f"could not download torchvision weights {spec.builder_name}/{enum} ({err}); on an offline "
+            f"machine put the file in $TORCH_HOME/hub/checkpoints or pass weights='file:<path>'"
+        ) from err
+
+
+def _timm_weights(spec: Architecture, tag: str, num_classes: int) -> nn.Module:
+    import timm
+
+    name = f"{spec.builder_name}.{tag}" if tag else spec.builder_name
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, **dict(spec.builder_kwargs))
+    except (OSError, RuntimeError, ValueError) as err:
+        raise WeightsUnavailableError(
+            f"could not obtain timm weights for {name} ({type(err).__name__}: {err}); on an offline "
+            "machine pass weights='file:<path>' with a local checkpoint"
+        ) from err
+
+
+def _package_weights(spec: Architecture, num_classes: int) -> nn.Module:
+    if not spec.builder_name.startswith("tf_efficientnet_lite") or spec.builder_name[-1] not in "012":
+        raise ValueError(f"no packaged offline weights for {spec.name}; packaged: efficientnet_lite0/1/2")
+    if num_classes != 1000:
+        raise ValueError("the packaged EfficientNet-Lite weights are ImageNet (1000 classes)")
+    variant = int(spec.builder_name[-1])
+    return load_by_position(spec.build(num_classes), efficientnet_lite_state_dict(variant), f"efficientnet-lite{variant} package")
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names, in label order (from torchvision's weight metadata, offline)."""
+    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])

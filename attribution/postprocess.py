@@ -1,0 +1,45 @@
+"""The explicit post-processing steps after a method's raw coarse map: ReLU, upsample, normalise.
+
+They are kept separate so that a metric or a comparison can apply them in whichever order its
+definition needs (pytorch-grad-cam, for instance, normalises before it upsamples).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["relu", "upsample", "minmax_normalize", "check_finite"]
+
+
+def check_finite(maps: Tensor) -> Tensor:
+    """Raise if any map holds NaN or ±inf, naming the samples; return ``maps`` unchanged."""
+    bad = ~torch.isfinite(maps.reshape(maps.shape[0], -1)).all(dim=1)
+    if bad.any():
+        raise ValueError(f"saliency maps of samples {bad.nonzero().flatten().tolist()} contain NaN or infinite values")
+    return maps
+
+
+def relu(maps: Tensor) -> Tensor:
+    """Keep the positive evidence, as every CAM's final ``ReLU`` (e.g. Grad-CAM eq. 2)."""
+    return maps.clamp(min=0)
+
+
+def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
+    """``(B, U, V)`` or ``(B, K, U, V)`` maps → the same at ``size`` (half-pixel centres)."""
+    squeeze = maps.ndim == 3
+    x = maps[:, None] if squeeze else maps
+    out = F.interpolate(x, size=size, mode=mode, align_corners=False if mode in ("bilinear", "bicubic") else None)
+    return out[:, 0] if squeeze else out
+
+
+def minmax_normalize(maps: Tensor, eps: float = 0.0) -> Tensor:
+    """Scale each map (over its last two axes) to [0, 1]: ``(S − min S) / (max S − min S)``.
+
+    A constant map has no range; it maps to all zeros (so a masked input becomes the zero image).
+    """
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
+    span = hi - lo + eps
+    return torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(maps))

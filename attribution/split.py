@@ -1,0 +1,208 @@
+"""Split a network at its target layer into a prefix and a suffix (the one capture mechanism).
+
+Every method in :mod:`attribution.methods` needs the target layer's activations ``A`` and the
+part of the network after it, ``g(A) = y`` (gradients, channel scaling, ablation). Instead of
+forward/backward hooks, the model is traced once with :mod:`torch.fx` and cut at the target
+layer's node:
+
+    prefix(x)          -> (A, *live)      everything the suffix needs, computed once per image
+    suffix(A, *live)   -> logits          the network after the target layer
+
+``live`` holds the values computed before the target layer that the suffix still reads (the
+residual stream when the layer sits inside a transformer block, for example). Gradients are
+taken with ``torch.autograd.grad(logits, A)``: no parameter gradients, no backward pass through
+the prefix, and the user's model is never hooked or modified beyond switching off in-place
+activations (which would overwrite ``A``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from attribution.layout import FeatureLayout, infer_layout
+
+__all__ = ["LayerSplit", "split_at", "resolve_layer_name", "LayerNotFoundError"]
+
+
+class LayerNotFoundError(ValueError):
+    """The requested target layer does not exist in the model or is not on its forward path."""
+
+
+def resolve_layer_name(model: nn.Module, layer: str) -> str:
+    """Return the canonical dotted name of ``layer``; negative indices (``blocks.-1.norm1``) allowed."""
+    parts: list[str] = []
+    module = model
+    for part in layer.split("."):
+        children = dict(module.named_children())
+        if part.lstrip("-").isdigit() and int(part) < 0:
+            names = list(children)
+            index = int(part)
+            if -index > len(names):
+                raise LayerNotFoundError(f"layer {layer!r}: index {part} out of range for {len(names)} children")
+            part = names[index]
+        if part not in children:
+            known = [name for name, _ in model.named_modules() if name]
+            close = difflib.get_close_matches(layer, known, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise LayerNotFoundError(f"model {type(model).__name__} has no layer {layer!r}.{hint}")
+        parts.append(part)
+        module = children[part]
+    return ".".join(parts)
+
+
+def _notrace_lists() -> tuple[tuple[type, ...], tuple]:
+    """Modules and functions that timm marks as not traceable (kept as leaves / wrapped)."""
+    try:
+        from timm.layers._fx import get_notrace_functions, get_notrace_modules
+    except ImportError:  # timm absent or reorganised: plain torch.fx tracing
+        return (), ()
+    return tuple(get_notrace_modules()), tuple(get_notrace_functions())
+
+
+class _CutTracer(fx.Tracer):
+    """A tracer that keeps the target layer as a single node."""
+
+    def __init__(self, target: str):
+        leaf_types, functions = _notrace_lists()
+        super().__init__(autowrap_functions=functions)
+        self.target = target
+        self.leaf_types = leaf_types
+
+    def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
+        if qualname == self.target:
+            return True
+        if self.leaf_types and isinstance(module, self.leaf_types):
+            return True
+        return super().is_leaf_module(module, qualname)
+
+
+def _disable_inplace(model: nn.Module, graph: fx.Graph) -> None:
+    """In-place activations in the suffix would overwrite the leaf tensor ``A``."""
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
+    for node in graph.nodes:
+        if node.op in ("call_function", "call_method") and node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+        if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
+            if hasattr(torch.Tensor, node.target[:-1]):
+                node.target = node.target[:-1]
+
+
+def _closure(start: Iterable[fx.Node], step) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(start)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(step(node))
+    return seen
+
+
+@dataclass(eq=False)
+class LayerSplit:
+    """A model cut at ``layer``: ``suffix(*prefix(x)) == model(x)``."""
+
+    layer: str
+    prefix: fx.GraphModule
+    suffix: fx.GraphModule
+    layout: FeatureLayout | None
+
+    def features(self, images: Tensor) -> tuple[Tensor, tuple]:
+        """Activations of the target layer and the live values the suffix needs."""
+        out = self.prefix(images)
+        return out[0], tuple(out[1:])
+
+    def head(self, feats: Tensor, live: tuple, index: Tensor | None = None) -> Tensor:
+        """Run the suffix. Row ``r`` of ``feats`` belongs to image ``index[r]`` (default: row r),
+        so one image's activations can be evaluated under many perturbations in one batch."""
+        if index is not None:
+            live = tuple(v[index] if isinstance(v, Tensor) and v.ndim else v for v in live)
+        logits = self.suffix(feats, *live)
+        if not isinstance(logits, Tensor) or logits.ndim != 2:
+            raise TypeError(f"model output must be a (batch, classes) tensor, got {_describe(logits)}")
+        return logits
+
+    def layout_for(self, feats: Tensor) -> FeatureLayout:
+        return self.layout if self.layout is not None else infer_layout(feats)
+
+
+def _describe(value) -> str:
+    return f"tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+
+
+def _build_split(model: nn.Module, layer: str, layout: FeatureLayout | None) -> LayerSplit:
+    tracer = _CutTracer(layer)
+    try:
+        graph = tracer.trace(model)
+    except Exception as err:  # noqa: BLE001 - tracing errors come in every type
+        raise TypeError(
+            f"cannot split {type(model).__name__} at {layer!r}: torch.fx could not trace the model ({err})"
+        ) from err
+    _disable_inplace(model, graph)
+    nodes = list(graph.nodes)
+    cut = [n for n in nodes if n.op == "call_module" and n.target == layer]
+    if len(cut) != 1:
+        raise LayerNotFoundError(
+            f"layer {layer!r} is called {len(cut)} times in the forward pass of {type(model).__name__};"
+            " a target layer must be called exactly once"
+        )
+    cut_node = cut[0]
+    output = next(n for n in nodes if n.op == "output")
+    downstream = _closure(cut_node.users, lambda n: n.users)
+    if output not in downstream:
+        raise LayerNotFoundError(f"the model output does not depend on layer {layer!r}")
+
+    def inputs_of(node: fx.Node) -> list[fx.Node]:
+        return [a for a in node.all_input_nodes]
+
+    live = [
+        a
+        for n in nodes
+        if n in downstream
+        for a in inputs_of(n)
+        if a is not cut_node and a not in downstream and a.op != "get_attr"
+    ]
+    live = list(dict.fromkeys(live))  # stable de-duplication
+
+    prefix_graph = fx.Graph()
+    needed = _closure([cut_node, *live], inputs_of)
+    env: dict[fx.Node, fx.Node] = {}
+    for n in nodes:
+        if n in needed:
+            env[n] = prefix_graph.node_copy(n, lambda a: env[a])
+    prefix_graph.output((env[cut_node], *[env[a] for a in live]))
+
+    suffix_graph = fx.Graph()
+    senv: dict[fx.Node, fx.Node] = {cut_node: suffix_graph.placeholder("activations")}
+    for i, a in enumerate(live):
+        senv[a] = suffix_graph.placeholder(f"live_{i}")
+    for n in nodes:
+        if n in downstream or (n.op == "get_attr" and any(u in downstream for u in n.users)):
+            senv[n] = suffix_graph.node_copy(n, lambda a: senv[a])
+
+    root = tracer.root
+    return LayerSplit(layer, fx.GraphModule(root, prefix_graph), fx.GraphModule(root, suffix_graph), layout)
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, LayerSplit]]" = weakref.WeakKeyDictionary()
+
+
+def split_at(model: nn.Module, layer: str, layout: FeatureLayout | None = None) -> LayerSplit:
+    """The (cached) split of ``model`` at ``layer``. The model must be in eval mode."""
+    if model.training:
+        raise ValueError(f"{type(model).__name__} is in training mode; call model.eval() before explaining it")
+    name = resolve_layer_name(model, layer)
+    per_model = _CACHE.setdefault(model, {})
+    if name not in per_model:
+        per_model[name] = _build_split(model, name, layout)
+    return per_model[name]

@@ -1,0 +1,1 @@
+"""Metrics (Quantus-backed and batched native) and the metric registry — issue 4."""

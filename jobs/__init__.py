@@ -1,0 +1,1 @@
+"""Grid specs, presets, the Ray pipeline and the command line."""
