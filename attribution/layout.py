@@ -23,7 +23,8 @@ class FeatureLayout:
         raise NotImplementedError
 
     def scale_channels(self, feats: Tensor, z: Tensor) -> Tensor:
-        """``feats`` with channel ``k`` of row ``i`` multiplied by ``z[i, k]``."""
+        """``feats`` with channel ``k`` multiplied by ``z[..., k]``; leading axes of ``feats`` and ``z``
+        broadcast (``(B, 1, …)`` activations × ``(1, P, K)`` scales → ``(B, P, …)``)."""
         raise NotImplementedError
 
     def channels(self, feats: Tensor) -> int:
@@ -40,7 +41,7 @@ class SpatialLayout(FeatureLayout):
         return feats
 
     def scale_channels(self, feats: Tensor, z: Tensor) -> Tensor:
-        return feats * z[:, :, None, None]
+        return feats * z[..., None, None]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class TokenLayout(FeatureLayout):
         return feats[:, self.prefix :].transpose(1, 2).reshape(b, k, u, v)
 
     def scale_channels(self, feats: Tensor, z: Tensor) -> Tensor:
-        return feats * z[:, None, :]
+        return feats * z[..., None, :]
 
 
 def infer_layout(feats: Tensor) -> FeatureLayout:

@@ -110,12 +110,18 @@ def _closure(start: Iterable[fx.Node], step) -> set[fx.Node]:
 
 @dataclass(eq=False)
 class LayerSplit:
-    """A model cut at ``layer``: ``suffix(*prefix(x)) == model(x)``."""
+    """A model cut at ``layer``: ``suffix(*prefix(x)) == model(x)``.
+
+    When the suffix ends in a linear classifier, ``embed`` is the suffix without it, so a single
+    class score costs one dot product instead of the whole classifier (``target_scores``).
+    """
 
     layer: str
     prefix: fx.GraphModule
     suffix: fx.GraphModule
     layout: FeatureLayout | None
+    embed: fx.GraphModule | None = None
+    classifier: nn.Linear | None = None
 
     def features(self, images: Tensor) -> tuple[Tensor, tuple]:
         """Activations of the target layer and the live values the suffix needs."""
@@ -131,6 +137,16 @@ class LayerSplit:
         if not isinstance(logits, Tensor) or logits.ndim != 2:
             raise TypeError(f"model output must be a (batch, classes) tensor, got {_describe(logits)}")
         return logits
+
+    def target_scores(self, feats: Tensor, live: tuple, targets: Tensor, index: Tensor | None = None) -> Tensor:
+        """``y^{targets[r]}`` of each row: ``head(...)`` gathered, computed without the other classes."""
+        if index is not None:
+            live = tuple(v[index] if isinstance(v, Tensor) and v.ndim else v for v in live)
+        if self.classifier is None:
+            return self.suffix(feats, *live).gather(1, targets[:, None]).squeeze(1)
+        h = self.embed(feats, *live)
+        bias = self.classifier.bias[targets] if self.classifier.bias is not None else 0
+        return (h * self.classifier.weight[targets]).sum(dim=1) + bias
 
     def layout_for(self, feats: Tensor) -> FeatureLayout:
         return self.layout if self.layout is not None else infer_layout(feats)
@@ -191,7 +207,27 @@ def _build_split(model: nn.Module, layer: str, layout: FeatureLayout | None) -> 
             senv[n] = suffix_graph.node_copy(n, lambda a: senv[a])
 
     root = tracer.root
-    return LayerSplit(layer, fx.GraphModule(root, prefix_graph), fx.GraphModule(root, suffix_graph), layout)
+    suffix = fx.GraphModule(root, suffix_graph)
+    return LayerSplit(layer, fx.GraphModule(root, prefix_graph), suffix, layout, *_without_classifier(suffix, root))
+
+
+def _without_classifier(suffix: fx.GraphModule, root: nn.Module) -> tuple[fx.GraphModule | None, nn.Linear | None]:
+    """The suffix up to the input of its final ``nn.Linear``, and that layer (or ``(None, None)``)."""
+    output = next(n for n in suffix.graph.nodes if n.op == "output")
+    last = output.args[0]
+    if not (isinstance(last, fx.Node) and last.op == "call_module" and len(last.users) == 1):
+        return None, None
+    classifier = root.get_submodule(last.target)
+    if type(classifier) is not nn.Linear or len(last.args) != 1 or last.kwargs:
+        return None, None
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in suffix.graph.nodes:
+        if node is last:
+            break
+        env[node] = graph.node_copy(node, lambda a: env[a])
+    graph.output(env[last.args[0]])
+    return fx.GraphModule(root, graph), classifier
 
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, LayerSplit]]" = weakref.WeakKeyDictionary()

@@ -25,7 +25,11 @@ def test_split_reproduces_the_model_and_has_k_channels(name):
     split = split_at(loaded.model, loaded.layer, loaded.layout)
     with torch.no_grad():
         feats, live = split.features(x)
-        torch.testing.assert_close(split.head(feats, live), loaded.model(x), rtol=1e-5, atol=1e-5)
+        logits = loaded.model(x)
+        torch.testing.assert_close(split.head(feats, live), logits, rtol=1e-5, atol=1e-5)
+        targets = torch.tensor([3, 998])  # the classifier shortcut scores one class exactly
+        torch.testing.assert_close(split.target_scores(feats, live, targets), logits[[0, 1], targets], rtol=1e-5, atol=1e-5)
+    assert split.classifier is not None, "every registry model ends in a linear classifier"
     maps = split.layout_for(feats).to_maps(feats)
     assert maps.shape[1] == loaded.spec.channels == PAPER_CHANNELS.get(name, 1280)
 

@@ -85,17 +85,18 @@ class LayerPass:
         assert self.grads is not None, "pass computed without gradients"
         return self.layout.to_maps(self.grads)
 
-    def target_scores(self, logits: Tensor | None = None, index: Tensor | None = None) -> Tensor:
-        """The target logit of each row; row ``r`` of ``logits`` belongs to image ``index[r]``."""
+    def target_scores(self, logits: Tensor | None = None) -> Tensor:
+        """The target logit of each image (from ``logits`` if given, else this pass's)."""
         logits = self.logits if logits is None else logits
-        targets = self.targets if index is None else self.targets[index]
-        return logits.gather(1, targets[:, None]).squeeze(1)
+        return logits.gather(1, self.targets[:, None]).squeeze(1)
 
-    def scaled_scores(self, split: LayerSplit, z: Tensor, index: Tensor) -> Tensor:
-        """Target scores ``g(z) = y^c(z_1·A^1, …, z_K·A^K)`` of image ``index[r]`` scaled by ``z[r]``:
-        only the network after the target layer runs."""
-        feats = self.layout.scale_channels(self.feats[index], z)
-        return self.target_scores(split.head(feats, self.live, index), index)
+    def scaled_scores(self, split: LayerSplit, z: Tensor) -> Tensor:
+        """``g(z) = y^c(z_1·A^1, …, z_K·A^K)`` for every image and every row of ``z`` (P, K) → (B, P):
+        only the network after the target layer runs, and only the target class is scored."""
+        b, p = self.feats.shape[0], z.shape[0]
+        scaled = self.layout.scale_channels(self.feats[:, None], z[None]).flatten(0, 1)  # one pass: (B·P, …)
+        index = torch.arange(b, device=z.device).repeat_interleave(p)
+        return split.target_scores(scaled, self.live, self.targets[index], index).reshape(b, p)
 
 
 def forward_pass(split: LayerSplit, images: Tensor, targets: Targets) -> LayerPass:

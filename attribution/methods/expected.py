@@ -94,7 +94,8 @@ class ExpectedGradCAM(WeightedCAM):
         dirac_point: ``I0`` of the Dirac case (a scalar times ``1``, or a ``(K,)`` tensor).
         estimator: ``"closed_form"`` (exact differences) or ``"expected_gradients"``.
         eg_baselines, eg_steps, eg_sigma: ``N``, ``T`` and ``σ`` of the Expected-Gradients route.
-        batch_size: suffix rows evaluated at once (bounds memory).
+        batch_size: suffix rows evaluated at once (bounds memory; 128 measured fastest on CPU, where
+            larger chunks fall out of cache: 0.19 s vs 0.57 s per ResNet-50 image at 512).
         seed: seed of the perturbation set (and, with per-image seeds, of the EG baselines).
     """
 
@@ -111,7 +112,7 @@ class ExpectedGradCAM(WeightedCAM):
         eg_baselines: int = 100,
         eg_steps: int = 50,
         eg_sigma: float = 0.1,
-        batch_size: int = 512,
+        batch_size: int = 128,
         seed: int = 0,
     ):
         if perturbation not in ("data", "gaussian", "dirac"):
@@ -169,15 +170,9 @@ class ExpectedGradCAM(WeightedCAM):
 
     def _exact_deltas(self, split: LayerSplit, base: LayerPass, I: Tensor) -> Tensor:
         """``Δ_m = g(z0) − g(z0 − I_m)`` for every image, ``(B, M)``."""
-        b, device = base.feats.shape[0], base.feats.device
-        step = self._rows_per_chunk(b)
-        scores = []
+        step = self._rows_per_chunk(base.feats.shape[0])
         with torch.no_grad():
-            for start in range(0, I.shape[0], step):
-                z = 1 - I[start : start + step]
-                p = z.shape[0]
-                index = torch.arange(b, device=device).repeat_interleave(p)
-                scores.append(base.scaled_scores(split, z.repeat(b, 1), index).reshape(b, p))
+            scores = [base.scaled_scores(split, 1 - I[start : start + step]) for start in range(0, I.shape[0], step)]
         return base.target_scores()[:, None] - torch.cat(scores, dim=1)
 
     def _expected_gradient_deltas(self, split: LayerSplit, base: LayerPass, I: Tensor, generators) -> Tensor:
@@ -194,17 +189,21 @@ class ExpectedGradCAM(WeightedCAM):
             z = (start[:, :, None] + t[None, None, :, None] * direction[:, :, None]).reshape(-1, k)
             index = torch.arange(b, device=device).repeat_interleave(n * t_steps)
             grads = torch.cat(
-                [self._score_gradient(split, base, z[s : s + self.batch_size], index[s : s + self.batch_size])
-                 for s in range(0, z.shape[0], self.batch_size)]
+                [
+                    self._score_gradient(split, base, z[s : s + self.batch_size], index[s : s + self.batch_size])
+                    for s in range(0, z.shape[0], self.batch_size)
+                ]
             ).reshape(b, n, t_steps, k)
             deltas[:, m] = (grads.mean(dim=2) * direction).sum(dim=2).mean(dim=1)
         return deltas
 
     @staticmethod
     def _score_gradient(split: LayerSplit, base: LayerPass, z: Tensor, index: Tensor) -> Tensor:
+        """``∂g/∂z`` at row ``r`` of ``z``, scaling the activations of image ``index[r]``."""
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(base.scaled_scores(split, z, index).sum(), z)
+            scaled = base.layout.scale_channels(base.feats[index], z)
+            (grad,) = torch.autograd.grad(split.target_scores(scaled, base.live, base.targets[index], index).sum(), z)
         return grad
 
     # -- the perturbation set, once per (model, layer) ------------------------------------------

@@ -69,9 +69,7 @@ class AblationCAM(WeightedCAM):
         with torch.no_grad():
             for start in range(0, k, per_chunk):
                 z = 1 - eye[start : start + per_chunk]  # (P, K): channel start+p switched off
-                p = z.shape[0]
-                index = torch.arange(b, device=images.device).repeat_interleave(p)
-                ablated[:, start : start + p] = base.scaled_scores(split, z.repeat(b, 1), index).reshape(b, p)
+                ablated[:, start : start + z.shape[0]] = base.scaled_scores(split, z)
         return (score[:, None] - ablated) / score[:, None], base.maps
 
 
