@@ -32,14 +32,21 @@ def explain(images, model_name, weights, layer, methods, params, out, device) ->
     from jobs.explain import explain_images, load_images, save_overlay_grid
 
     chosen = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in method_names()]
+    if unknown:
+        raise click.BadParameter(f"unknown method {', '.join(map(repr, unknown))}; known: {', '.join(method_names())}",
+                                 param_hint="--methods")
     try:
         method_params = json.loads(params)
     except json.JSONDecodeError as err:
         raise click.BadParameter(f"not valid JSON: {err}", param_hint="--params") from err
-    loaded = load_model(model_name, weights, layer=layer, device=device)
-    photos = load_images(images)
-    click.echo(f"{model_name} ({loaded.weights}) at {loaded.layer}: {len(photos)} images, {len(chosen)} methods")
-    explanation = explain_images(loaded, photos, chosen, method_params, progress=click.echo)
+    try:
+        photos = load_images(images)
+        loaded = load_model(model_name, weights, layer=layer, device=device)
+        click.echo(f"{model_name} ({loaded.weights}) at {loaded.layer}: {len(photos)} images, {len(chosen)} methods")
+        explanation = explain_images(loaded, photos, chosen, method_params, progress=click.echo)
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        raise click.ClickException(str(err)) from err
     for name, label in zip(explanation.names, explanation.labels):
         click.echo(f"  {name}: top-1 {label}")
     path = save_overlay_grid(explanation, loaded, Path(out) / "overlays.png")

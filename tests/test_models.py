@@ -83,7 +83,12 @@ def test_hub_download_failure_is_explained(tmp_path, monkeypatch):
 
 
 def test_timm_download_failure_is_explained(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import timm.models._hub
+
+    def offline(*args, **kwargs):
+        raise OSError("offline: cannot reach huggingface.co")
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", offline)
     with pytest.raises(WeightsUnavailableError, match="could not obtain timm weights"):
         load_model("efficientnet_lite0", weights="timm")
 
