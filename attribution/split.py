@@ -131,17 +131,14 @@ class LayerSplit:
     def head(self, feats: Tensor, live: tuple, index: Tensor | None = None) -> Tensor:
         """Run the suffix. Row ``r`` of ``feats`` belongs to image ``index[r]`` (default: row r),
         so one image's activations can be evaluated under many perturbations in one batch."""
-        if index is not None:
-            live = tuple(v[index] if isinstance(v, Tensor) and v.ndim else v for v in live)
-        logits = self.suffix(feats, *live)
+        logits = self.suffix(feats, *_gather_live(live, index))
         if not isinstance(logits, Tensor) or logits.ndim != 2:
             raise TypeError(f"model output must be a (batch, classes) tensor, got {_describe(logits)}")
         return logits
 
     def target_scores(self, feats: Tensor, live: tuple, targets: Tensor, index: Tensor | None = None) -> Tensor:
         """``y^{targets[r]}`` of each row: ``head(...)`` gathered, computed without the other classes."""
-        if index is not None:
-            live = tuple(v[index] if isinstance(v, Tensor) and v.ndim else v for v in live)
+        live = _gather_live(live, index)
         if self.classifier is None:
             return self.suffix(feats, *live).gather(1, targets[:, None]).squeeze(1)
         h = self.embed(feats, *live)
@@ -150,6 +147,13 @@ class LayerSplit:
 
     def layout_for(self, feats: Tensor) -> FeatureLayout:
         return self.layout if self.layout is not None else infer_layout(feats)
+
+
+def _gather_live(live: tuple, index: Tensor | None) -> tuple:
+    """The live values of image ``index[r]`` for each suffix row ``r`` (non-tensors pass through)."""
+    if index is None:
+        return live
+    return tuple(v[index] if isinstance(v, Tensor) and v.ndim else v for v in live)
 
 
 def _describe(value) -> str:

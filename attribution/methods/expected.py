@@ -94,8 +94,8 @@ class ExpectedGradCAM(WeightedCAM):
         dirac_point: ``I0`` of the Dirac case (a scalar times ``1``, or a ``(K,)`` tensor).
         estimator: ``"closed_form"`` (exact differences) or ``"expected_gradients"``.
         eg_baselines, eg_steps, eg_sigma: ``N``, ``T`` and ``σ`` of the Expected-Gradients route.
-        batch_size: suffix rows evaluated at once (bounds memory; 128 measured fastest on CPU, where
-            larger chunks fall out of cache: 0.19 s vs 0.57 s per ResNet-50 image at 512).
+        batch_size: suffix rows evaluated at once (bounds memory; on CPU larger chunks fall out of
+            cache — ``benchmarks/bench_methods.py --egc-chunks 32,128,512`` compares them).
         seed: seed of the perturbation set (and, with per-image seeds, of the EG baselines).
     """
 
@@ -112,7 +112,7 @@ class ExpectedGradCAM(WeightedCAM):
         eg_baselines: int = 100,
         eg_steps: int = 50,
         eg_sigma: float = 0.1,
-        batch_size: int = 128,
+        batch_size: int = 64,
         seed: int = 0,
     ):
         if perturbation not in ("data", "gaussian", "dirac"):
