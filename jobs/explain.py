@@ -14,7 +14,7 @@ from torch import Tensor
 from attribution.methods import create_method
 from attribution.models import LoadedModel, imagenet_categories, open_image
 from attribution.postprocess import check_finite, minmax_normalize, relu, upsample
-from attribution.samples import sample_images
+from storage.builders import sample_images
 
 __all__ = ["Explanation", "explain_images", "load_images", "save_overlay_grid"]
 

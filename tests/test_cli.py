@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 from PIL import Image
 
-from attribution.samples import sample_images
+from storage.builders import sample_images
 from jobs.cli import main
 
 

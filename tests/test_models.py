@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from attribution.models import ARCHITECTURES, WeightsUnavailableError, imagenet_categories, load_model
-from attribution.samples import SAMPLE_PHOTOS, sample_images
+from storage.builders import SAMPLE_PHOTOS, sample_images
 from attribution.split import split_at
 
 PAPER_CHANNELS = {

@@ -1,0 +1,189 @@
+"""What every manifest builder shares: candidates, annotation readers, and the sampling/encoding loop.
+
+A builder only *indexes* its dataset's on-disk layout into :class:`Candidate` rows (cheap: it reads
+annotation files, not images). :func:`build_manifest` then samples, reads and checks each chosen
+image (and its mask), records every rejected one with the reason, and writes the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
+
+from storage.files import read_bytes
+from storage.manifest import MANIFEST_SCHEMA, Manifest, ManifestError, encode_mask, write_manifest
+from storage.sampling import SampleTooSmallError, select_stratified
+
+__all__ = ["Box", "Candidate", "DatasetIndex", "build_manifest", "require_path", "read_table_file", "read_voc_boxes",
+           "load_mat", "open_mask_image", "class_names_from"]
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in the image's pixel coordinates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One image a builder may put in its manifest."""
+
+    image_id: str
+    label: int
+    split: str
+    uri: str | None  # the image file (None when the image only exists in memory, e.g. a CIFAR pickle)
+    load: Callable[[], bytes] | None = None  # encoded bytes, when there is no file
+    mask: Callable[[], np.ndarray] | None = None  # boolean (H, W) object mask, read lazily
+    boxes: tuple[Box, ...] | None = None
+
+    def read(self) -> bytes:
+        return self.load() if self.load is not None else read_bytes(self.uri)
+
+
+@dataclass
+class DatasetIndex:
+    """A dataset's candidates and label space, as indexed from its on-disk layout."""
+
+    dataset: str
+    class_names: list[str]
+    candidates: list[Candidate]
+    source: str
+    skipped: list[dict[str, str]] = field(default_factory=list)  # annotation-level skips (e.g. an empty class)
+
+
+def require_path(path: Path, what: str, layout_hint: str = "") -> Path:
+    """``path`` if it exists, else a ``FileNotFoundError`` saying which annotation file is missing."""
+    if not path.exists():
+        hint = f" (expected layout: {layout_hint})" if layout_hint else ""
+        raise FileNotFoundError(f"missing {what}: {path}{hint}")
+    return path
+
+
+def read_table_file(path: Path, what: str, columns: int) -> list[list[str]]:
+    """Whitespace-separated rows of an annotation text file; the last column keeps its spaces."""
+    rows = []
+    for number, line in enumerate(require_path(path, what).read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=columns - 1)
+        if len(parts) != columns:
+            raise ManifestError(f"{path}:{number}: expected {columns} fields, got {line!r}")
+        rows.append(parts)
+    return rows
+
+
+def load_mat(path: Path, what: str) -> dict[str, Any]:
+    """A MATLAB annotation file (scipy), squeezed."""
+    from scipy.io import loadmat
+
+    try:
+        return loadmat(require_path(path, what), squeeze_me=True)
+    except (ValueError, TypeError, OSError) as err:
+        raise ManifestError(f"{what} {path} is not a readable .mat file: {err}") from err
+
+
+def read_voc_boxes(path: Path) -> list[tuple[str, Box]]:
+    """``(object name, box)`` pairs of a Pascal-VOC style XML (ImageNet val boxes, Stanford Dogs)."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ManifestError(f"box annotation {path} is not valid XML: {err}") from err
+    boxes = []
+    for obj in root.iter("object"):
+        bndbox = obj.find("bndbox")
+        coords = tuple(float(bndbox.findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append((obj.findtext("name", ""), coords))
+    return boxes
+
+
+def open_mask_image(path: Path) -> Image.Image:
+    """A segmentation/trimap image file, with ``FileNotFoundError`` when the annotation is absent."""
+    if not path.exists():
+        raise FileNotFoundError(f"missing mask file {path}")
+    return Image.open(path)
+
+
+def _check_image(payload: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(payload)) as image:
+        image.load()
+        return image.size
+
+
+def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None, seed: int = 0,
+                   embed: bool = True, shard_size: int = 100, builder: str, builder_version: str,
+                   progress: Callable[[int, int], None] | None = None) -> Manifest:
+    """Sample ``n`` images of ``index`` (stratified by class), check them, and write the manifest.
+
+    An image that is missing, cannot be decoded, or whose mask is missing or of another size is
+    left out and recorded in the manifest metadata (``skipped``) with the reason; its class draws
+    a replacement. Fewer usable images than ``n`` is an error, never a silently short manifest.
+    """
+    if not index.candidates:
+        raise ManifestError(f"{index.dataset}: no images found under {index.source}")
+    if not embed and any(c.uri is None for c in index.candidates):
+        raise ManifestError(f"{index.dataset}: images exist only inside the dataset files; use embed=True")
+    skipped = list(index.skipped)
+    done = [0]
+    wanted = len(index.candidates) if n is None else n
+
+    def accept(candidate: Candidate) -> dict[str, Any] | None:
+        def skip(reason: str) -> None:
+            log.warning("%s: skipping %s: %s", index.dataset, candidate.image_id, reason)
+            skipped.append({"image_id": candidate.image_id, "source": candidate.uri or "", "reason": reason})
+
+        try:
+            payload = candidate.read()
+        except FileNotFoundError as err:
+            return skip(f"missing image file: {err}")
+        try:
+            width, height = _check_image(payload)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            return skip(f"corrupt image: {err}")
+        mask = None
+        if candidate.mask is not None:
+            try:
+                array = candidate.mask()
+            except FileNotFoundError as err:
+                return skip(str(err))
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                return skip(f"corrupt mask: {err}")
+            if array.shape != (height, width):
+                return skip(f"mask is {array.shape[1]}×{array.shape[0]} but the image is {width}×{height}")
+            mask = encode_mask(array)
+        boxes = None if candidate.boxes is None else [dict(zip(("xmin", "ymin", "xmax", "ymax"), b))
+                                                      for b in candidate.boxes]
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], wanted)
+        return {"dataset": index.dataset, "split": candidate.split, "image_id": candidate.image_id,
+                "label": candidate.label, "label_name": index.class_names[candidate.label],
+                "image": payload if embed else None, "image_uri": None if embed else candidate.uri,
+                "mask": mask, "boxes": boxes, "width": width, "height": height}
+
+    try:
+        rows = select_stratified(index.candidates, n, seed, label=lambda c: c.label, key=lambda c: c.image_id,
+                                 accept=accept)
+    except SampleTooSmallError as err:
+        reasons = "; ".join(f"{s['image_id']}: {s['reason']}" for s in skipped[:3])
+        raise ManifestError(f"{index.dataset}: {err}" + (f" — skipped {reasons}" if reasons else "")) from err
+    if not rows:
+        raise ManifestError(f"{index.dataset}: every image under {index.source} was skipped")
+    for position, row in enumerate(rows):
+        row["shard"] = position // shard_size
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    return write_manifest(table, out, class_names=index.class_names, builder=builder,
+                          builder_version=builder_version, source=index.source,
+                          sample={"n": n, "seed": seed, "candidates": len(index.candidates)}, skipped=skipped)
+
+
+def class_names_from(values: Sequence[str]) -> list[str]:
+    """Sorted unique names (the ImageFolder / WordNet-id convention for label indices)."""
+    return sorted(set(values))
+

@@ -1,0 +1,42 @@
+"""Oxford-IIIT Pet with its trimaps (``images.tar.gz`` + ``annotations.tar.gz``).
+
+Layout (``root``)::
+
+    images/Abyssinian_1.jpg …
+    annotations/{list.txt,trainval.txt,test.txt}     "Abyssinian_100 1 1 1" (name, class id, species, breed id)
+    annotations/trimaps/Abyssinian_1.png             1 = pet, 2 = background, 3 = boundary
+
+The mask is the pet with its boundary band (trimap ≠ 2).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from storage.builders.common import Candidate, DatasetIndex, open_mask_image, read_table_file
+from storage.manifest import ManifestError
+
+VERSION = "1"
+SPLITS = {"trainval": "trainval.txt", "test": "test.txt"}
+
+
+def _trimap_mask(path: Path) -> np.ndarray:
+    with open_mask_image(path) as image:
+        return np.asarray(image) != 2
+
+
+def index_pets(root: Path, split: str = "test") -> DatasetIndex:
+    if split not in SPLITS:
+        raise ManifestError(f"Oxford-IIIT Pet split {split!r} unknown; choose from {sorted(SPLITS)}")
+    annotations = root / "annotations"
+    every = read_table_file(annotations / "list.txt", "Oxford-IIIT Pet annotations/list.txt", 4)
+    breed = {int(class_id): name.rsplit("_", 1)[0].replace("_", " ") for name, class_id, _, _ in every}
+    names = [breed[i] for i in sorted(breed)]
+    rows = read_table_file(annotations / SPLITS[split], f"Oxford-IIIT Pet annotations/{SPLITS[split]}", 4)
+    candidates = [Candidate(name, int(class_id) - 1, split, str(root / "images" / f"{name}.jpg"),
+                            mask=partial(_trimap_mask, annotations / "trimaps" / f"{name}.png"))
+                  for name, class_id, _, _ in rows]
+    return DatasetIndex("oxford_pets", names, candidates, str(root))

@@ -1,0 +1,229 @@
+"""Result datasets under one run directory: saliency maps, long-form scores and the run record.
+
+Layout (local path or object-store URI)::
+
+    <run>/run.json                                                      the run record
+    <run>/saliency/dataset=<d>/architecture=<a>/shard-SSSSS.parquet      one row per image × method
+    <run>/scores/dataset=<d>/architecture=<a>/shard-SSSSS.parquet        one row per image × method × metric
+    <run>/cells/dataset=<d>/architecture=<a>.json                       success marker of a finished cell
+
+A part is named by its cell (the hive directories) and shard, and written atomically, so a retried
+task overwrites its own part and a rerun can skip the shards whose parts exist: no row is lost or
+written twice. The hive columns (``dataset``, ``architecture``) live in the directory names, not
+in the files; the readers (Polars lazy scans) put them back.
+
+Maps are stored compactly: float16 values of ``map / max|map|`` plus that float32 scale, so
+every map keeps ~3 significant digits whatever its magnitude (raw CAM values span 1e-8…1e4, which
+plain float16 would flush or overflow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata as package_metadata
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from storage.files import atomic_write_bytes, atomic_write_table, exists, join, read_bytes, resolve
+
+__all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "RunStore", "saliency_table", "decode_maps", "run_record"]
+
+SALIENCY_SCHEMA = pa.schema([
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("target", pa.int64(), nullable=False),
+    pa.field("map_height", pa.int32(), nullable=False),
+    pa.field("map_width", pa.int32(), nullable=False),
+    pa.field("scale", pa.float32(), nullable=False),
+    pa.field("map", pa.binary(), nullable=False),  # float16 little-endian, row-major, values / scale
+    pa.field("seconds", pa.float64(), nullable=False),
+])
+
+SCORES_SCHEMA = pa.schema([
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("target", pa.int64(), nullable=False),
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("value", pa.float64()),  # NaN where the metric is undefined for the sample
+    pa.field("seconds", pa.float64(), nullable=False),
+])
+
+KINDS = ("saliency", "scores")
+PARTITIONS = ("dataset", "architecture")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not value or "/" in value or "=" in value or value.startswith((".", "_")):
+        raise ValueError(f"{kind} name {value!r} cannot be used as a partition directory")
+    return value
+
+
+def saliency_table(run: str, method: str, image_ids: Sequence[str], targets: Sequence[int], maps: np.ndarray,
+                   seconds: Sequence[float]) -> pa.Table:
+    """Rows of one method's (B, U, V) maps, each stored as float16 ``map / scale`` with ``scale = max|map|``."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3 or maps.shape[0] != len(image_ids):
+        raise ValueError(f"maps must be (B, U, V) with B = {len(image_ids)} image ids, got {maps.shape}")
+    with np.errstate(invalid="ignore"):
+        scale = np.abs(maps).reshape(len(maps), -1).max(axis=1)
+    divisor = np.where((scale > 0) & np.isfinite(scale), scale, 1.0).astype(np.float32)
+    coded = (maps / divisor[:, None, None]).astype("<f2")
+    batch = len(image_ids)
+    return pa.table({
+        "run": [run] * batch, "method": [method] * batch, "image_id": list(image_ids),
+        "target": np.asarray(targets, dtype=np.int64), "map_height": np.full(batch, maps.shape[1], np.int32),
+        "map_width": np.full(batch, maps.shape[2], np.int32), "scale": divisor,
+        "map": [row.tobytes() for row in coded], "seconds": np.asarray(seconds, dtype=np.float64),
+    }, schema=SALIENCY_SCHEMA)
+
+
+def decode_maps(frame: pl.DataFrame) -> "torch.Tensor":  # noqa: F821
+    """The (N, U, V) float32 maps of saliency rows (all rows must share one map shape)."""
+    import torch
+
+    shapes = frame.select("map_height", "map_width").unique()
+    if shapes.height != 1:
+        raise ValueError(f"rows hold maps of {shapes.height} different shapes; select one method/architecture")
+    height, width = shapes.row(0)
+    values = np.frombuffer(b"".join(frame["map"].to_list()), dtype="<f2").astype(np.float32)
+    maps = values.reshape(frame.height, height, width) * frame["scale"].to_numpy()[:, None, None]
+    return torch.from_numpy(maps)
+
+
+def run_record(run: str, config: dict[str, Any], seed: int, packages: Iterable[str] = (
+        "camgrid", "torch", "torchvision", "timm", "quantus", "ray", "polars", "pyarrow", "numpy")) -> dict[str, Any]:
+    """What a run was: its config, seed, package versions and hardware (for the ``run.json`` record)."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            versions[name] = None
+    hardware: dict[str, Any] = {"host": socket.gethostname(), "platform": platform.platform(),
+                                "python": sys.version.split()[0], "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        hardware["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        hardware["gpus"] = []
+    return {"run": run, "created": datetime.now(timezone.utc).isoformat(), "seed": seed, "config": config,
+            "versions": versions, "hardware": hardware}
+
+
+@dataclass(frozen=True)
+class RunStore:
+    """One run directory (a local path or an object-store URI) and its result datasets."""
+
+    location: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "location", os.fspath(self.location))
+
+    @property
+    def _fs(self):
+        return resolve(self.location)
+
+    def _cell_dir(self, kind: str, dataset: str, architecture: str) -> str:
+        _, root = self._fs
+        return join(root, kind, f"dataset={_check_name('dataset', dataset)}",
+                    f"architecture={_check_name('architecture', architecture)}")
+
+    def part_path(self, kind: str, dataset: str, architecture: str, shard: int) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown result kind {kind!r}; known: {KINDS}")
+        return join(self._cell_dir(kind, dataset, architecture), f"shard-{shard:05d}.parquet")
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write_shard(self, dataset: str, architecture: str, shard: int, saliency: pa.Table, scores: pa.Table) -> int:
+        """Write one shard's saliency and score parts (scores last: their presence marks the shard done).
+
+        Returns the bytes written. Rewriting a shard replaces both parts, never appends.
+        """
+        filesystem, _ = self._fs
+        written = 0
+        for kind, table, schema in (("saliency", saliency, SALIENCY_SCHEMA), ("scores", scores, SCORES_SCHEMA)):
+            table = table.select(schema.names).cast(schema)
+            written += atomic_write_table(filesystem, self.part_path(kind, dataset, architecture, shard), table)
+        return written
+
+    def shard_done(self, dataset: str, architecture: str, shard: int) -> bool:
+        filesystem, _ = self._fs
+        return all(exists(filesystem, self.part_path(kind, dataset, architecture, shard)) for kind in KINDS)
+
+    def done_shards(self, dataset: str, architecture: str) -> set[int]:
+        filesystem, _ = self._fs
+        import pyarrow.fs as pafs
+
+        found: list[set[int]] = []
+        for kind in KINDS:
+            selector = pafs.FileSelector(self._cell_dir(kind, dataset, architecture), allow_not_found=True)
+            names = [info.base_name for info in filesystem.get_file_info(selector)]
+            found.append({int(n[6:11]) for n in names if n.startswith("shard-") and n.endswith(".parquet")})
+        return found[0] & found[1]
+
+    def mark_cell_done(self, dataset: str, architecture: str, summary: dict[str, Any]) -> None:
+        filesystem, root = self._fs
+        path = join(root, "cells", f"dataset={_check_name('dataset', dataset)}",
+                    f"architecture={_check_name('architecture', architecture)}.json")
+        atomic_write_bytes(filesystem, path, json.dumps(summary, indent=2).encode())
+
+    def cell_done(self, dataset: str, architecture: str) -> dict[str, Any] | None:
+        filesystem, root = self._fs
+        path = join(root, "cells", f"dataset={dataset}", f"architecture={architecture}.json")
+        return json.loads(read_bytes(self._uri(path))) if exists(filesystem, path) else None
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        filesystem, root = self._fs
+        atomic_write_bytes(filesystem, join(root, "run.json"), json.dumps(record, indent=2, default=str).encode())
+
+    def read_record(self) -> dict[str, Any]:
+        _, root = self._fs
+        return json.loads(read_bytes(self._uri(join(root, "run.json"))))
+
+    def _uri(self, path: str) -> str:
+        scheme = self.location.split("://", 1)[0] + "://" if "://" in self.location else ""
+        return scheme + path if scheme and not path.startswith(scheme) else path
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def scan(self, kind: str) -> pl.LazyFrame:
+        """A lazy Polars scan of ``saliency`` or ``scores``, with ``dataset`` and ``architecture`` columns."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown result kind {kind!r}; known: {KINDS}")
+        filesystem, root = self._fs
+        if not exists(filesystem, join(root, kind)):
+            raise FileNotFoundError(f"no {kind} results under {self.location}")
+        schema = {"dataset": pl.String, "architecture": pl.String}
+        return pl.scan_parquet(self._uri(join(root, kind)) + "/**/*.parquet", hive_partitioning=True,
+                               hive_schema=schema)
+
+    def scores(self) -> pl.LazyFrame:
+        return self.scan("scores")
+
+    def saliency(self) -> pl.LazyFrame:
+        return self.scan("saliency")
+
+    def maps(self, *, dataset: str, architecture: str, method: str,
+             image_ids: Sequence[str] | None = None) -> tuple[list[str], "torch.Tensor"]:  # noqa: F821
+        """``(image_ids, maps (N, U, V))`` of one method in one cell, in image-id order."""
+        query = self.saliency().filter((pl.col("dataset") == dataset) & (pl.col("architecture") == architecture)
+                                       & (pl.col("method") == method))
+        if image_ids is not None:
+            query = query.filter(pl.col("image_id").is_in(list(image_ids)))
+        frame = query.sort("image_id").collect()
+        if frame.height == 0:
+            raise KeyError(f"no saliency maps for method {method!r} in cell {dataset}/{architecture}")
+        return frame["image_id"].to_list(), decode_maps(frame)
