@@ -135,7 +135,14 @@ def write_manifest(table: pa.Table, location: str | os.PathLike, *, class_names:
     On a local disk the shards are written into a temporary sibling directory that is then renamed
     into place, so an interrupted build leaves the previous manifest (or nothing), never a mix.
     """
-    table = table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+    where = f"manifest {os.fspath(location)!r}"
+    missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise ManifestSchemaError(f"{where}: missing column {missing[0]!r}")
+    try:
+        table = table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+    except (ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise ManifestSchemaError(f"{where}: {err}") from err
     _validate(table, os.fspath(location))
     labels = pc.unique(table.column("label")).to_pylist()
     if min(labels) < 0 or max(labels) >= len(class_names):

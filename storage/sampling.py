@@ -75,7 +75,10 @@ def select_stratified(items: Iterable[T], n: int | None, seed: int, *, label: Ca
                 result = accept(item)
                 if result is not None:
                     taken[c].append((hash_key(seed, key(item)), result))
-        deficit = sum(quota[c] - len(taken[c]) for c in by_class)
+        deficit = 0
+        for c in by_class:  # after a pass, a class short of its quota has run out of items
+            deficit += quota[c] - len(taken[c])
+            quota[c] = len(taken[c]) if cursor[c] == len(by_class[c]) else quota[c]
         if deficit == 0 or n is None:
             break
         spare = {c: len(members) - cursor[c] for c, members in by_class.items() if cursor[c] < len(members)}
