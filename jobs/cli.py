@@ -53,5 +53,95 @@ def explain(images, model_name, weights, layer, methods, params, out, device) ->
     click.echo(f"wrote {path}")
 
 
+@main.group()
+def manifest() -> None:
+    """Build and inspect Parquet image manifests."""
+
+
+@manifest.command("build")
+@click.argument("dataset")
+@click.argument("root", required=False, type=click.Path(file_okay=False))
+@click.option("--out", required=True, help="manifest folder (local path or s3:// / gs:// URI)")
+@click.option("-n", "--n", "n", type=int, default=None, help="images to sample, stratified by class (default: all)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--split", default=None, help="dataset split (default: the builder's)")
+@click.option("--category", "categories", multiple=True, help="COCO category name (repeatable), e.g. zebra")
+@click.option("--reference/--embed", "reference", default=False,
+              help="store image paths/URIs instead of the encoded bytes")
+@click.option("--shard-size", type=int, default=100, show_default=True, help="images per shard")
+def manifest_build(dataset, root, out, n, seed, split, categories, reference, shard_size) -> None:
+    """Build a manifest of DATASET (see the list below) from its on-disk layout at ROOT.
+
+    \b
+    Datasets: imagenet, cifar10, coco, cub200, oxford_pets, flowers102, stanford_dogs, fgvc_aircraft,
+    folder (ImageFolder), demo (bundled, needs no ROOT).
+    """
+    from storage.builders import BUILDERS, build
+
+    options = {"categories": list(categories)} if categories else {}
+    if dataset != "demo" and root is None and dataset in BUILDERS:
+        raise click.BadParameter(f"{dataset} needs the ROOT folder of its files", param_hint="ROOT")
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        step = done * 20 // max(total, 1)
+        if step != last[0] or done == total:
+            last[0] = step
+            click.echo(f"\r  {done}/{total} images", nl=done == total)
+
+    try:
+        built = build(dataset, root, out, n=n, seed=seed, split=split, embed=not reference, shard_size=shard_size,
+                      progress=progress, **options)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"wrote {out}: {len(built)} images, {len(built.shards)} shards, {len(built.class_names)} classes, "
+               f"{len(built.skipped)} skipped")
+    for skip in built.skipped[:10]:
+        click.echo(f"  skipped {skip['image_id'] or skip['source']}: {skip['reason']}")
+
+
+@manifest.command("show")
+@click.argument("location")
+def manifest_show(location) -> None:
+    """Summarise the manifest at LOCATION: rows per dataset/split, classes, ground truth, skips."""
+    import polars as pl
+
+    from storage.manifest import ManifestError, read_manifest
+
+    try:
+        loaded = read_manifest(location)
+    except (FileNotFoundError, ManifestError) as err:
+        raise click.ClickException(str(err)) from err
+    frame = loaded.to_polars()
+    summary = frame.group_by("dataset", "split").agg(
+        images=pl.len(), classes=pl.col("label").n_unique(), masks=pl.col("mask").is_not_null().sum(),
+        boxes=pl.col("boxes").is_not_null().sum(), embedded=pl.col("image").is_not_null().sum()).sort("dataset", "split")
+    click.echo(f"{location}: builder {loaded.metadata['builder']} v{loaded.metadata['builder_version']}, "
+               f"{len(loaded.class_names)} classes in the label space, shards {loaded.shards}")
+    click.echo(str(summary))
+    for skip in loaded.skipped:
+        click.echo(f"  skipped {skip['image_id'] or skip['source']}: {skip['reason']}")
+
+
+@main.command()
+@click.argument("run_dir")
+@click.option("--out", default=None, help="folder for the tables (default: RUN_DIR/report)")
+@click.option("--directions", default=None,
+              help='JSON metric → "higher"|"lower" (default: the run record\'s)')
+def report(run_dir, out, directions) -> None:
+    """Rank tables (Markdown, CSV, LaTeX) of the run in RUN_DIR: the paper's Table 12 and per-cell tables."""
+    from storage.report import write_report
+
+    try:
+        written = write_report(run_dir, out, json.loads(directions) if directions else None)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    for name, paths in written.items():
+        click.echo(f"{name}: {', '.join(str(p) for p in paths)}")
+    markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
+    if markdown is not None:
+        click.echo(markdown.read_text())
+
+
 if __name__ == "__main__":
     main()

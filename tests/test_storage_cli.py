@@ -1,0 +1,54 @@
+"""``camgrid manifest build|show`` and ``camgrid report`` through the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from click.testing import CliRunner
+
+import dataset_layouts as layouts
+from jobs.cli import main
+from storage.results import SCORES_SCHEMA, RunStore, run_record, saliency_table
+
+
+def test_manifest_build_and_show(tmp_path):
+    layouts.cifar10(tmp_path / "cifar")
+    runner = CliRunner()
+    built = runner.invoke(main, ["manifest", "build", "cifar10", str(tmp_path / "cifar"), "--out",
+                                 str(tmp_path / "m"), "-n", "6", "--shard-size", "4"])
+    assert built.exit_code == 0, built.output
+    assert "6/6 images" in built.output and "6 images, 2 shards, 10 classes, 0 skipped" in built.output
+    shown = runner.invoke(main, ["manifest", "show", str(tmp_path / "m")])
+    assert shown.exit_code == 0 and "builder cifar10 v1" in shown.output and "cifar10" in shown.output
+
+
+def test_manifest_errors_name_the_problem(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(main, ["manifest", "build", "cub200", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert missing.exit_code != 0 and "missing CUB images.txt" in missing.output
+    unknown = runner.invoke(main, ["manifest", "build", "cifar", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert unknown.exit_code != 0 and "did you mean 'cifar10'" in unknown.output
+    no_root = runner.invoke(main, ["manifest", "build", "imagenet", "--out", str(tmp_path / "m")])
+    assert no_root.exit_code != 0 and "ROOT" in no_root.output
+    shown = runner.invoke(main, ["manifest", "show", str(tmp_path / "nothing")])
+    assert shown.exit_code != 0 and "no manifest at" in shown.output
+
+
+def test_report_uses_the_directions_in_the_run_record(tmp_path):
+    store = RunStore(tmp_path / "run")
+    record = run_record("r", {}, seed=0)
+    record["metric_directions"] = {"insertion": "higher", "deletion": "lower"}
+    store.write_record(record)
+    rows = [{"run": "r", "method": m, "image_id": str(i), "target": 0, "metric": metric, "value": v, "seconds": 0.0}
+            for i in range(2) for m, metric, v in [("gradcam", "insertion", 0.4), ("egc", "insertion", 0.6),
+                                                   ("gradcam", "deletion", 0.2), ("egc", "deletion", 0.3)]]
+    saliency = saliency_table("r", "gradcam", ["0"], [0], np.ones((1, 2, 2)), [0.0])
+    store.write_shard("demo", "lite0", 0, saliency, pa.Table.from_pylist(rows, schema=SCORES_SCHEMA))
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "| egc | <u>2.000</u> | **1.000** | **1.500** |" in result.output
+    assert (tmp_path / "run" / "report" / "table12a_means.tex").exists()
+    assert (tmp_path / "run" / "report" / "nan_report.csv").exists()
+    store.write_record(run_record("r", {}, seed=0))
+    missing = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert missing.exit_code != 0 and "no metric_directions" in missing.output
