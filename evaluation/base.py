@@ -1,0 +1,68 @@
+"""The metric interface and the NaN policy.
+
+A metric maps saliency maps ``(B, H, W)`` at input resolution (plus, as it needs, the images,
+ground-truth masks, the model and targets) to one float64 per sample, on the maps' device.
+Undefined values are NaN, and every NaN is logged with its reason and sample indices — never a
+silent 0. Maps are preprocessed as Quantus does by default, per metric: ``abs`` then division by
+``max|a|`` **per sample** (Quantus's batch-wide default axes are one of its traps).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar, Literal
+
+import torch
+
+__all__ = ["Metric", "mark_undefined", "normalise_by_max", "flat"]
+
+log = logging.getLogger("evaluation")
+
+
+def flat(tensor: torch.Tensor) -> torch.Tensor:
+    """(B, …) → (B, N) float64."""
+    return tensor.reshape(len(tensor), -1).to(torch.float64)
+
+
+def normalise_by_max(maps: torch.Tensor) -> torch.Tensor:
+    """``a / max|a|`` per sample; an all-zero map stays zero (Quantus's ``normalise_by_max``)."""
+    peak = flat(maps).abs().amax(dim=1)
+    return maps / torch.where(peak > 0, peak, torch.ones_like(peak)).reshape(-1, *[1] * (maps.dim() - 1))
+
+
+def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, reason: str) -> torch.Tensor:
+    """Set ``values[undefined]`` to NaN and log which samples and why."""
+    if bool(undefined.any()):
+        samples = undefined.nonzero().flatten().tolist()
+        log.warning("%s undefined for samples %s: %s", metric, samples, reason)
+        values = values.masked_fill(undefined, float("nan"))
+    return values
+
+
+class Metric:
+    """A saliency metric: ``metric(maps, masks=…, …) → (B,)`` float64 with NaN where undefined."""
+
+    name: ClassVar[str]
+    direction: ClassVar[Literal["higher", "lower"]]
+    category: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset()  # of {"model", "masks", "explainer"}
+    take_abs: ClassVar[bool] = False  # Quantus's default ``abs`` for this metric
+    normalise: ClassVar[bool] = True  # Quantus's default ``normalise`` (by max|a|, per sample)
+
+    def prepare(self, maps: torch.Tensor) -> torch.Tensor:
+        if maps.dim() != 3:
+            raise ValueError(f"{self.name}: maps must be (B, H, W), got shape {tuple(maps.shape)}")
+        if not torch.isfinite(maps).all():
+            raise ValueError(f"{self.name}: maps of samples "
+                             f"{(~torch.isfinite(flat(maps))).any(1).nonzero().flatten().tolist()} contain NaN/inf")
+        maps = maps.to(torch.float64)
+        maps = normalise_by_max(maps) if self.normalise else maps
+        return maps.abs() if self.take_abs else maps
+
+    @staticmethod
+    def check_masks(maps: torch.Tensor, masks: torch.Tensor | None, name: str) -> torch.Tensor:
+        if masks is None:
+            raise ValueError(f"{name} needs ground-truth masks")
+        if masks.shape != maps.shape:
+            raise ValueError(f"{name}: masks {tuple(masks.shape)} do not match maps {tuple(maps.shape)}")
+        return masks.to(device=maps.device, dtype=torch.bool)

@@ -1,0 +1,126 @@
+"""Localisation metrics: agreement of a map with a ground-truth object mask (``needs = {"masks"}``).
+
+Maps are max-normalised per sample (Quantus's default); ``abs`` as Quantus's default per metric.
+An empty mask makes every one of them undefined (NaN, logged).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from evaluation.base import Metric, flat, mark_undefined
+from evaluation.registry import register
+
+__all__ = ["AttributionLocalisation", "TopKIntersection", "RelevanceRankAccuracy", "RelevanceMassAccuracy",
+           "LocalisationAUC"]
+
+EMPTY = "empty ground-truth mask"
+
+
+def _inputs(metric: Metric, maps: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    s = metric.check_masks(maps, masks, metric.name)
+    return flat(metric.prepare(maps)), s.reshape(len(s), -1)
+
+
+@register
+class AttributionLocalisation(Metric):
+    """Share of positive relevance inside the mask (Kohlbrenner et al., IJCNN 2020, eq. 3): ``Σ_{in} a / Σ a``.
+
+    ``weighted=True`` multiplies by the mask's share of the image. Quantus 0.6.0 divides by
+    ``x_batch[2:].size`` there (a batch slice, not the image size); this uses the image size.
+    Undefined for an empty mask or a map with no relevance (Quantus returns 0 via its +1e-9).
+    """
+
+    name, direction, category, take_abs = "attribution_localisation", "higher", "localization", True
+    needs = frozenset({"masks"})
+
+    def __init__(self, weighted: bool = False):
+        self.weighted = weighted
+
+    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
+        a, s = _inputs(self, maps, masks)
+        total = a.sum(dim=1)
+        ratio = (a * s).sum(dim=1) / torch.where(total > 0, total, torch.ones_like(total))
+        if self.weighted:
+            ratio = ratio * s.sum(dim=1) / s.shape[1]
+        ratio = mark_undefined(ratio, total == 0, self.name, "map has no relevance")
+        return mark_undefined(ratio, s.sum(dim=1) == 0, self.name, EMPTY)
+
+
+@register
+class TopKIntersection(Metric):
+    """Share of the ``k`` most relevant pixels that lie in the mask (Theiner et al., 2021).
+
+    Ties at the k-th value are broken by ``torch.topk`` (Quantus uses ``np.argsort``; both are
+    arbitrary among equal values).
+    """
+
+    name, direction, category = "top_k_intersection", "higher", "localization"
+    needs = frozenset({"masks"})
+
+    def __init__(self, k: int = 1000):
+        self.k = k
+
+    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
+        a, s = _inputs(self, maps, masks)
+        if self.k > a.shape[1]:
+            raise ValueError(f"{self.name}: k = {self.k} exceeds the {a.shape[1]} pixels of a map")
+        top = a.topk(self.k, dim=1).indices
+        return mark_undefined(s.gather(1, top).to(torch.float64).mean(dim=1), s.sum(dim=1) == 0, self.name, EMPTY)
+
+
+@register
+class RelevanceRankAccuracy(Metric):
+    """Share of the ``K = |mask|`` most relevant pixels inside the mask (Arras et al., Inf. Fusion 2022, eq. 6)."""
+
+    name, direction, category = "relevance_rank_accuracy", "higher", "localization"
+    needs = frozenset({"masks"})
+
+    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
+        a, s = _inputs(self, maps, masks)
+        size = s.sum(dim=1)
+        order = a.argsort(dim=1, descending=True, stable=True)
+        ranked_in_mask = s.gather(1, order)
+        within_top = torch.arange(a.shape[1], device=a.device)[None, :] < size[:, None]
+        hits = (ranked_in_mask & within_top).sum(dim=1).to(torch.float64)
+        return mark_undefined(hits / size.clamp(min=1), size == 0, self.name, EMPTY)
+
+
+@register
+class RelevanceMassAccuracy(Metric):
+    """Share of the relevance mass inside the mask (Arras et al., Inf. Fusion 2022, eq. 5): ``Σ_{in} a / Σ a``."""
+
+    name, direction, category = "relevance_mass_accuracy", "higher", "localization"
+    needs = frozenset({"masks"})
+
+    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
+        a, s = _inputs(self, maps, masks)
+        total = a.sum(dim=1)
+        mass = (a * s).sum(dim=1) / torch.where(total != 0, total, torch.ones_like(total))
+        mass = mark_undefined(mass, total == 0, self.name, "map sums to zero")
+        return mark_undefined(mass, s.sum(dim=1) == 0, self.name, EMPTY)
+
+
+@register
+class LocalisationAUC(Metric):
+    """ROC AUC of the map as a pixel classifier of the mask (Fawcett 2006), i.e. the Mann–Whitney
+    probability ``P(a_in > a_out) + ½ P(a_in = a_out)`` — what Quantus gets from sklearn's ROC curve.
+
+    Undefined when the mask is empty or covers the whole image.
+    """
+
+    name, direction, category = "auc", "higher", "localization"
+    needs = frozenset({"masks"})
+
+    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
+        a, s = _inputs(self, maps, masks)
+        values = torch.full((len(a),), float("nan"), dtype=torch.float64, device=a.device)
+        for i, (scores, inside) in enumerate(zip(a, s)):
+            positives, negatives = scores[inside], scores[~inside].sort().values
+            if len(positives) and len(negatives):
+                below = torch.searchsorted(negatives, positives, side="left").to(torch.float64)
+                not_above = torch.searchsorted(negatives, positives, side="right").to(torch.float64)
+                values[i] = ((below + not_above) / 2).sum() / (len(positives) * len(negatives))
+        size = s.sum(dim=1)
+        values = mark_undefined(values, size == s.shape[1], self.name, "mask covers the whole image")
+        return mark_undefined(values, size == 0, self.name, EMPTY)
