@@ -59,10 +59,9 @@ class Metric:
         maps = normalise_by_max(maps) if self.normalise else maps
         return maps.abs() if self.take_abs else maps
 
-    @staticmethod
-    def check_masks(maps: torch.Tensor, masks: torch.Tensor | None, name: str) -> torch.Tensor:
+    def check_masks(self, maps: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
         if masks is None:
-            raise ValueError(f"{name} needs ground-truth masks")
+            raise ValueError(f"{self.name} needs ground-truth masks")
         if masks.shape != maps.shape:
-            raise ValueError(f"{name}: masks {tuple(masks.shape)} do not match maps {tuple(maps.shape)}")
+            raise ValueError(f"{self.name}: masks {tuple(masks.shape)} do not match maps {tuple(maps.shape)}")
         return masks.to(device=maps.device, dtype=torch.bool)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["resolve", "join", "is_local", "read_bytes", "exists", "atomic_write_bytes", "atomic_write_table",
+__all__ = ["resolve", "join", "is_local", "read_bytes", "read_file", "exists", "atomic_write_bytes", "atomic_write_table",
            "list_files"]
 
 
@@ -40,15 +40,17 @@ def join(base: str, *parts: str) -> str:
 
 def read_bytes(location: str | os.PathLike) -> bytes:
     """The whole content of one file, local or remote; ``FileNotFoundError`` names it."""
-    filesystem, path = resolve(location)
+    return read_file(*resolve(location))
+
+
+def read_file(filesystem: pafs.FileSystem, path: str) -> bytes:
+    """The whole content of ``path`` on ``filesystem``; ``FileNotFoundError`` names it."""
     try:
         with filesystem.open_input_stream(path) as stream:
             return stream.read()
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"no such file: {os.fspath(location)}") from err
-    except OSError as err:
-        if not exists(filesystem, path):
-            raise FileNotFoundError(f"no such file: {os.fspath(location)}") from err
+    except OSError as err:  # pyarrow raises FileNotFoundError locally, a plain OSError on some object stores
+        if isinstance(err, FileNotFoundError) or not exists(filesystem, path):
+            raise FileNotFoundError(f"no such file: {path}") from err
         raise
 
 

@@ -59,7 +59,8 @@ class RankTable:
         lines = [f"**{self.title}**", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join([":---"] + ["---:"] * len(self.columns)) + "|"]
         lines += ["| " + " | ".join(cells) + " |" for cells in self._cells("**{}**", "<u>{}</u>")]
-        lines += [""] + [f"- {note}" for note in self.notes] if self.notes else []
+        if self.notes:
+            lines += ["", *(f"- {note}" for note in self.notes)]
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:

@@ -25,6 +25,7 @@ import platform
 import socket
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from importlib import metadata as package_metadata
 from typing import Any, Iterable, Sequence
@@ -32,8 +33,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.fs as pafs
 
-from storage.files import atomic_write_bytes, atomic_write_table, exists, join, read_bytes, resolve
+from storage.files import atomic_write_bytes, atomic_write_table, exists, join, read_file, resolve
 
 __all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "RunStore", "saliency_table", "decode_maps", "run_record"]
 
@@ -131,8 +133,8 @@ class RunStore:
     def __post_init__(self) -> None:
         object.__setattr__(self, "location", os.fspath(self.location))
 
-    @property
-    def _fs(self):
+    @cached_property
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
         return resolve(self.location)
 
     def _cell_dir(self, kind: str, dataset: str, architecture: str) -> str:
@@ -165,8 +167,6 @@ class RunStore:
 
     def done_shards(self, dataset: str, architecture: str) -> set[int]:
         filesystem, _ = self._fs
-        import pyarrow.fs as pafs
-
         found: list[set[int]] = []
         for kind in KINDS:
             selector = pafs.FileSelector(self._cell_dir(kind, dataset, architecture), allow_not_found=True)
@@ -174,28 +174,27 @@ class RunStore:
             found.append({int(n[6:11]) for n in names if n.startswith("shard-") and n.endswith(".parquet")})
         return found[0] & found[1]
 
-    def mark_cell_done(self, dataset: str, architecture: str, summary: dict[str, Any]) -> None:
-        filesystem, root = self._fs
-        path = join(root, "cells", f"dataset={_check_name('dataset', dataset)}",
+    def _marker_path(self, dataset: str, architecture: str) -> str:
+        _, root = self._fs
+        return join(root, "cells", f"dataset={_check_name('dataset', dataset)}",
                     f"architecture={_check_name('architecture', architecture)}.json")
-        atomic_write_bytes(filesystem, path, json.dumps(summary, indent=2).encode())
+
+    def mark_cell_done(self, dataset: str, architecture: str, summary: dict[str, Any]) -> None:
+        filesystem, _ = self._fs
+        atomic_write_bytes(filesystem, self._marker_path(dataset, architecture), json.dumps(summary, indent=2).encode())
 
     def cell_done(self, dataset: str, architecture: str) -> dict[str, Any] | None:
-        filesystem, root = self._fs
-        path = join(root, "cells", f"dataset={dataset}", f"architecture={architecture}.json")
-        return json.loads(read_bytes(self._uri(path))) if exists(filesystem, path) else None
+        filesystem, _ = self._fs
+        path = self._marker_path(dataset, architecture)
+        return json.loads(read_file(filesystem, path)) if exists(filesystem, path) else None
 
     def write_record(self, record: dict[str, Any]) -> None:
         filesystem, root = self._fs
         atomic_write_bytes(filesystem, join(root, "run.json"), json.dumps(record, indent=2, default=str).encode())
 
     def read_record(self) -> dict[str, Any]:
-        _, root = self._fs
-        return json.loads(read_bytes(self._uri(join(root, "run.json"))))
-
-    def _uri(self, path: str) -> str:
-        scheme = self.location.split("://", 1)[0] + "://" if "://" in self.location else ""
-        return scheme + path if scheme and not path.startswith(scheme) else path
+        filesystem, root = self._fs
+        return json.loads(read_file(filesystem, join(root, "run.json")))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -207,7 +206,7 @@ class RunStore:
         if not exists(filesystem, join(root, kind)):
             raise FileNotFoundError(f"no {kind} results under {self.location}")
         schema = {"dataset": pl.String, "architecture": pl.String}
-        return pl.scan_parquet(self._uri(join(root, kind)) + "/**/*.parquet", hive_partitioning=True,
+        return pl.scan_parquet(join(self.location, kind, "**/*.parquet"), hive_partitioning=True,
                                hive_schema=schema)
 
     def scores(self) -> pl.LazyFrame:

@@ -57,11 +57,11 @@ def select_stratified(items: Iterable[T], n: int | None, seed: int, *, label: Ca
     ``accept(item)`` turns an item into a result or returns ``None`` to reject it (the caller records
     why); rejected items are replaced from the same class while it has any left.
     """
-    by_class: dict[Hashable, list[T]] = {}
+    by_class: dict[Hashable, list[tuple[bytes, T]]] = {}
     for item in items:
-        by_class.setdefault(label(item), []).append(item)
+        by_class.setdefault(label(item), []).append((hash_key(seed, key(item)), item))
     for members in by_class.values():
-        members.sort(key=lambda item: hash_key(seed, key(item)))
+        members.sort(key=lambda pair: pair[0])
     capacity = {c: len(members) for c, members in by_class.items()}
     wanted = sum(capacity.values()) if n is None else n
     quota = allocate(wanted, capacity, seed)
@@ -70,11 +70,11 @@ def select_stratified(items: Iterable[T], n: int | None, seed: int, *, label: Ca
     while True:
         for c, members in by_class.items():
             while len(taken[c]) < quota[c] and cursor[c] < len(members):
-                item = members[cursor[c]]
+                order, item = members[cursor[c]]
                 cursor[c] += 1
                 result = accept(item)
                 if result is not None:
-                    taken[c].append((hash_key(seed, key(item)), result))
+                    taken[c].append((order, result))
         deficit = 0
         for c in by_class:  # after a pass, a class short of its quota has run out of items
             deficit += quota[c] - len(taken[c])

@@ -66,7 +66,7 @@ def test_maps_round_trip_with_relative_float16_precision(tmp_path):
     assert decoded[0, 0, 0] == 0.0
     assert torch.isnan(store.maps(dataset="d", architecture="a", method="ablationcam")[1]).all()
     assert (store.maps(dataset="d", architecture="a", method="fakecam")[1] == 0).all()
-    assert table.column("map").to_pylist()[0].__len__() == 7 * 7 * 2  # two bytes per value
+    assert len(table.column("map")[0].as_py()) == 7 * 7 * 2  # two bytes per value
     with pytest.raises(KeyError, match="no saliency maps for method 'hirescam'"):
         store.maps(dataset="d", architecture="a", method="hirescam")
 

@@ -18,8 +18,16 @@ EMPTY = "empty ground-truth mask"
 
 
 def _inputs(metric: Metric, maps: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    s = metric.check_masks(maps, masks, metric.name)
+    s = metric.check_masks(maps, masks)
     return flat(metric.prepare(maps)), s.reshape(len(s), -1)
+
+
+def _share_inside(metric: Metric, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``Σ_{in} a / Σ a`` per sample; NaN (logged) where the map sums to zero or the mask is empty."""
+    total = a.sum(dim=1)
+    share = (a * s).sum(dim=1) / torch.where(total != 0, total, torch.ones_like(total))
+    share = mark_undefined(share, total == 0, metric.name, "map sums to zero")
+    return mark_undefined(share, s.sum(dim=1) == 0, metric.name, EMPTY)
 
 
 @register
@@ -39,12 +47,8 @@ class AttributionLocalisation(Metric):
 
     def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
         a, s = _inputs(self, maps, masks)
-        total = a.sum(dim=1)
-        ratio = (a * s).sum(dim=1) / torch.where(total > 0, total, torch.ones_like(total))
-        if self.weighted:
-            ratio = ratio * s.sum(dim=1) / s.shape[1]
-        ratio = mark_undefined(ratio, total == 0, self.name, "map has no relevance")
-        return mark_undefined(ratio, s.sum(dim=1) == 0, self.name, EMPTY)
+        ratio = _share_inside(self, a, s)
+        return ratio * s.sum(dim=1) / s.shape[1] if self.weighted else ratio
 
 
 @register
@@ -94,11 +98,7 @@ class RelevanceMassAccuracy(Metric):
     needs = frozenset({"masks"})
 
     def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
-        a, s = _inputs(self, maps, masks)
-        total = a.sum(dim=1)
-        mass = (a * s).sum(dim=1) / torch.where(total != 0, total, torch.ones_like(total))
-        mass = mark_undefined(mass, total == 0, self.name, "map sums to zero")
-        return mark_undefined(mass, s.sum(dim=1) == 0, self.name, EMPTY)
+        return _share_inside(self, *_inputs(self, maps, masks))
 
 
 @register

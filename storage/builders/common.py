@@ -130,10 +130,12 @@ def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None
     if not embed and any(c.uri is None for c in index.candidates):
         raise ManifestError(f"{index.dataset}: images exist only inside the dataset files; use embed=True")
     skipped = list(index.skipped)
-    done = [0]
+    done = 0
     wanted = len(index.candidates) if n is None else n
 
     def accept(candidate: Candidate) -> dict[str, Any] | None:
+        nonlocal done
+
         def skip(reason: str) -> None:
             log.warning("%s: skipping %s: %s", index.dataset, candidate.image_id, reason)
             skipped.append({"image_id": candidate.image_id, "source": candidate.uri or "", "reason": reason})
@@ -159,9 +161,9 @@ def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None
             mask = encode_mask(array)
         boxes = None if candidate.boxes is None else [dict(zip(("xmin", "ymin", "xmax", "ymax"), b))
                                                       for b in candidate.boxes]
-        done[0] += 1
+        done += 1
         if progress is not None:
-            progress(done[0], wanted)
+            progress(done, wanted)
         return {"dataset": index.dataset, "split": candidate.split, "image_id": candidate.image_id,
                 "label": candidate.label, "label_name": index.class_names[candidate.label],
                 "image": payload if embed else None, "image_uri": None if embed else candidate.uri,
