@@ -40,7 +40,16 @@ def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, r
 
 
 class Metric:
-    """A saliency metric: ``metric(maps, masks=…, …) → (B,)`` float64 with NaN where undefined."""
+    """A saliency metric: ``metric(maps, **inputs) → (B,)`` float64 with NaN where undefined.
+
+    ``maps`` are ``(B, H, W)`` at the images' resolution. Keyword inputs, each needed only by the
+    metrics that declare it: ``images`` (B, C, H, W) as the model takes them, ``model``, ``targets``
+    (B,), ``masks`` (B, H, W), ``explainer`` (images → maps, the same method re-run; robustness),
+    ``seeds`` (B,) per-sample seeds (random draws do not depend on the batch), and ``cache``: a dict
+    shared by the metrics scoring the *same* maps of the same batch, so that Insertion, Deletion and
+    Pixel Flipping share one deletion curve and Max-/Avg-Sensitivity one set of re-explanations.
+    Pooled metrics (``pooled = True``) compare the samples of a call with each other.
+    """
 
     name: ClassVar[str]
     direction: ClassVar[Literal["higher", "lower"]]
@@ -48,6 +57,7 @@ class Metric:
     needs: ClassVar[frozenset[str]] = frozenset()  # of {"model", "masks", "explainer"}
     take_abs: ClassVar[bool] = False  # Quantus's default ``abs`` for this metric
     normalise: ClassVar[bool] = True  # Quantus's default ``normalise`` (by max|a|, per sample)
+    pooled: ClassVar[bool] = False  # scores depend on the other samples of the call
 
     def prepare(self, maps: torch.Tensor) -> torch.Tensor:
         if maps.dim() != 3:

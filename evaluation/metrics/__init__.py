@@ -1,3 +1,3 @@
 """Metric implementations, registered on import."""
 
-from evaluation.metrics import complexity, localization  # noqa: F401
+from evaluation.metrics import classification, completeness, complexity, faithfulness, localization, robustness  # noqa: F401

@@ -1,0 +1,317 @@
+"""Faithfulness metrics: does removing what the map ranks first change the model's output most?
+
+All are batched torch (see :mod:`evaluation.perturbation`) except the segmentation inside IROF
+(scikit-image SLIC, as Quantus). A map ``(B, H, W)`` ranks pixels; a perturbed pixel takes the
+baseline value in every channel. Quantus counts *features* (pixel × channel) and, on RGB input,
+broadcasts the map over channels, so its ``features_in_step = 3·k`` equals our ``k`` pixels per step.
+
+Curves are integrated on an x-axis normalised to ``[0, 1]`` (``trapz / (P − 1)`` over ``P`` points),
+so a score does not grow with the number of steps; Quantus integrates with ``dx = 1`` (its value is
+ours × ``(P − 1)``). Insertion, Deletion and Pixel Flipping share one deletion curve per batch when
+they are given the same ``cache`` dict (see :class:`evaluation.base.Metric`).
+
+Quantus 0.6.0 vs 0.4.4 (used by the paper): 0.4.4 evaluated one sample at a time, so its default
+max-normalisation was per sample; 0.6.0 normalises over the whole batch unless ``normalise_axes`` is
+set. Here normalisation is per sample, i.e. 0.4.4's behaviour, and results do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.segmentation import slic
+from torch import Tensor
+from torchvision.transforms.functional import gaussian_blur
+
+from evaluation.base import Metric, flat, mark_undefined
+from evaluation.perturbation import (Baseline, baseline_image, check_model_inputs, class_scores, perturbed_scores,
+                                     pixel_steps, target_scores, trapezoid)
+from evaluation.registry import register
+
+__all__ = ["FaithfulnessEstimate", "PixelFlipping", "Deletion", "Insertion", "InsertionMinusDeletion", "IROF",
+           "Sufficiency", "Infidelity", "rise_blur"]
+
+
+def rise_blur(images: Tensor) -> Tensor:
+    """RISE's insertion start: a Gaussian blur with kernel 11 and σ = 5 (reflection padding; the kernel
+    shrinks to ``2·side − 1`` on images smaller than 6 pixels, where reflection needs it)."""
+    size = min(11, 2 * min(images.shape[-2:]) - 1)
+    return gaussian_blur(images, kernel_size=[size, size], sigma=[5.0, 5.0])
+
+
+def _pixels_per_step(maps: Tensor, steps: int) -> int:
+    return math.ceil(maps.shape[1] * maps.shape[2] / steps)
+
+
+class _CurveMetric(Metric):
+    """Shared parameters of the ranked-pixel curves: ``steps`` (≈ points of the curve; ``H·W/steps``
+    pixels per step, rounded up), the deletion ``baseline``, softmax or logit scores, rows per forward pass."""
+
+    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = True, batch_size: int = 256):
+        if steps < 1:
+            raise ValueError(f"{self.name}: steps must be ≥ 1, got {steps}")
+        self.steps, self.baseline, self.softmax, self.batch_size = steps, baseline, softmax, batch_size
+
+    def deletion_curve(self, maps, images, model, targets, cache) -> Tensor:
+        """Target scores while the top-ranked pixels are replaced by the baseline, ``(B, S + 1)``:
+        point ``s`` has the first ``s`` steps deleted (point 0 is the image itself)."""
+        key = ("deletion_curve", self.steps, str(self.baseline), self.softmax)
+        if cache is not None and key in cache:
+            return cache[key]
+        steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
+        n = int(steps.max()) + 2
+        curve = perturbed_scores(model, images, baseline_image(images, self.baseline), steps, n, targets,
+                                 softmax=self.softmax, batch_size=self.batch_size).double()
+        if cache is not None:
+            cache[key] = curve
+        return curve
+
+    def insertion_curve(self, maps, images, model, targets, cache) -> Tensor:
+        """Target scores while the top-ranked pixels are copied onto a blurred image, ``(B, S + 1)``."""
+        key = ("insertion_curve", self.steps, self.softmax)
+        if cache is not None and key in cache:
+            return cache[key]
+        steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
+        n = int(steps.max()) + 2
+        blurred = rise_blur(images)
+        curve = perturbed_scores(model, blurred, images, steps, n, targets, softmax=self.softmax,
+                                 batch_size=self.batch_size).double()
+        if cache is not None:
+            cache[key] = curve
+        return curve
+
+    def _inputs(self, maps, images, model, targets):
+        images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
+        return self.prepare(maps).to(images.dtype), images, model, targets
+
+
+@register
+class Deletion(_CurveMetric):
+    """Deletion AUC (Petsiuk et al., RISE, BMVC 2018, sec. 4.1): the area under the target-probability
+    curve as the top-ranked pixels are deleted, ``steps`` at a time, from the image (point 0) to the
+    fully deleted one; x-axis normalised to ``[0, 1]``. Lower is better.
+
+    RISE's reference code deletes to zeros of the *normalised* tensor (the dataset's mean colour);
+    the default baseline here is each image's darkest value (Quantus's ``"black"``), and the grid
+    jobs pass the architecture's true black ``−mean/std`` per channel.
+    """
+
+    name, direction, category = "deletion", "lower", "faithfulness"
+    needs = frozenset({"model"})
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
+        maps, images, model, targets = self._inputs(maps, images, model, targets)
+        return trapezoid(self.deletion_curve(maps, images, model, targets, cache))
+
+
+@register
+class Insertion(_CurveMetric):
+    """Insertion AUC (RISE, sec. 4.1): start from the image blurred by a Gaussian (kernel 11, σ = 5,
+    RISE's ``gkern(11, 5)``; :func:`rise_blur`) and copy in the top-ranked pixels ``steps`` at a time; the area under the
+    target-probability curve, x-axis normalised to ``[0, 1]``. Higher is better.
+
+    torchvision's blur pads by reflection; RISE's convolution zero-pads (darker borders).
+    """
+
+    name, direction, category = "insertion", "higher", "faithfulness"
+    needs = frozenset({"model"})
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
+        maps, images, model, targets = self._inputs(maps, images, model, targets)
+        return trapezoid(self.insertion_curve(maps, images, model, targets, cache))
+
+
+@register
+class InsertionMinusDeletion(_CurveMetric):
+    """Insertion AUC − Deletion AUC (the paper's Table 12 summary of both RISE curves). Higher is better."""
+
+    name, direction, category = "insertion_minus_deletion", "higher", "faithfulness"
+    needs = frozenset({"model"})
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
+        maps, images, model, targets = self._inputs(maps, images, model, targets)
+        return (trapezoid(self.insertion_curve(maps, images, model, targets, cache))
+                - trapezoid(self.deletion_curve(maps, images, model, targets, cache)))
+
+
+@register
+class PixelFlipping(_CurveMetric):
+    """Pixel Flipping (Bach et al., PLOS ONE 2015): the target probability as the top-ranked pixels are
+    flipped to the baseline cumulatively; Quantus's curve starts *after* the first step (points
+    ``1 … S``). Score: its area on a normalised x-axis (Quantus's ``return_auc_per_sample`` is this
+    × ``(S − 1)``). Lower is better.
+    """
+
+    name, direction, category = "pixel_flipping", "lower", "faithfulness"
+    needs = frozenset({"model"})
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
+        maps, images, model, targets = self._inputs(maps, images, model, targets)
+        return trapezoid(self.deletion_curve(maps, images, model, targets, cache)[:, 1:])
+
+
+@register
+class FaithfulnessEstimate(_CurveMetric):
+    """Faithfulness Estimate (Alvarez-Melis & Jaakkola, NeurIPS 2018, eq. 5): the Pearson correlation,
+    over steps, between the attribution of the pixels removed at that step *alone* and the drop of
+    the target logit ``f(x) − f(x with those pixels at the baseline)``. Higher is better; undefined
+    (NaN) where either series is constant. Quantus default: logits, ``"black"`` baseline.
+    """
+
+    name, direction, category = "faithfulness_estimate", "higher", "faithfulness"
+    needs = frozenset({"model"})
+
+    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = False, batch_size: int = 256):
+        super().__init__(steps, baseline, softmax, batch_size)
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
+        maps, images, model, targets = self._inputs(maps, images, model, targets)
+        steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
+        n = int(steps.max()) + 1
+        perturbed = perturbed_scores(model, images, baseline_image(images, self.baseline), steps, n, targets,
+                                     softmax=self.softmax, batch_size=self.batch_size, cumulative=False)
+        drops = (target_scores(model, images, targets, self.softmax)[:, None] - perturbed).double()
+        attributions = torch.zeros(len(maps), n, dtype=torch.float64, device=maps.device)
+        attributions.scatter_add_(1, steps, flat(maps))
+        return _pearson(attributions, drops, self.name)
+
+
+def _pearson(a: Tensor, b: Tensor, metric: str) -> Tensor:
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    norm = a.norm(dim=1) * b.norm(dim=1)
+    corr = (a * b).sum(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return mark_undefined(corr, norm == 0, metric, "constant attribution or constant output change over the steps")
+
+
+@register
+class IROF(_CurveMetric):
+    """Iterative Removal Of Features (Rieger & Hansen, 2020): SLIC superpixels (scikit-image, on the
+    input as Quantus does) are ranked by mean attribution and replaced cumulatively by the image's
+    per-channel mean; the curve is ``f(x_s)/f(x)`` of the target probability, ``s = 0 … S`` with
+    ``S`` segments. Score: the area *over* the curve on a normalised x-axis, ``1 − trapz/S``. Higher is better.
+
+    Quantus 0.6.0 integrates ``s = 1 … S`` with ``dx = 1`` (``AOC = S − trapz``), its default
+    ``perturb_func`` cannot broadcast a one-channel mask onto RGB input, and its ``"mean"`` baseline
+    is the mean of the whole (already perturbed) batch; the per-image channel mean here is
+    the original's baseline and does not depend on the batch.
+    """
+
+    name, direction, category = "irof", "higher", "faithfulness"
+    needs = frozenset({"model"})
+
+    def __init__(self, softmax: bool = True, batch_size: int = 256, n_segments: int = 100):
+        self.softmax, self.batch_size, self.n_segments = softmax, batch_size, n_segments
+
+    def segments(self, images: Tensor) -> Tensor:
+        """``(B, H·W)`` SLIC segment labels of each image (``start_label=0``)."""
+        labels = [slic(np.moveaxis(x, 0, -1).astype(np.float64), n_segments=self.n_segments, start_label=0)
+                  for x in images.detach().cpu().numpy()]
+        return torch.as_tensor(np.stack(labels), device=images.device).reshape(len(images), -1).long()
+
+    def curve(self, maps, images, model, targets) -> tuple[Tensor, Tensor]:
+        """``f(x_s)/f(x)`` for ``s = 0 … max S`` ``(B, max S + 1)`` and each image's segment count ``S``."""
+        segments = self.segments(images)
+        counts = segments.max(dim=1).values + 1
+        n_max = int(counts.max())
+        totals = torch.zeros(len(maps), n_max, dtype=torch.float64, device=maps.device).scatter_add_(1, segments, flat(maps))
+        sizes = torch.zeros_like(totals).scatter_add_(1, segments, torch.ones_like(flat(maps)))
+        means = torch.where(sizes > 0, totals / sizes.clamp(min=1), torch.full_like(totals, -math.inf))
+        order = torch.sort(means, dim=1, descending=True, stable=True).indices
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(n_max, device=order.device).expand_as(order).contiguous())
+        baseline = images.mean(dim=(2, 3), keepdim=True)
+        scores = perturbed_scores(model, images, baseline, rank.gather(1, segments), n_max + 1, targets,
+                                  softmax=self.softmax, batch_size=self.batch_size).double()
+        return scores / scores[:, :1], counts
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
+        maps, images, model, targets = self._inputs(maps, images, model, targets)
+        ratios, counts = self.curve(maps, images, model, targets)
+        return torch.stack([1 - trapezoid(ratios[i:i + 1, : int(counts[i]) + 1])[0] for i in range(len(maps))])
+
+
+@register
+class Sufficiency(Metric):
+    """Sufficiency (Dasgupta et al., ICML 2022): among the other samples whose explanations lie within
+    ``threshold`` of this one (standardised Euclidean distance, divided by the largest distance in
+    the pool), the share predicted as the same class. Higher is better.
+
+    A *pooled* metric: the pool is the samples passed together, so the grid jobs call it on a
+    whole manifest shard, never on a Ray batch. Quantus 0.6.0 uses its batch as the pool too, and
+    gives 0 where no sample is close; that is undefined here (NaN with a reason). Features with zero
+    variance over the pool carry no distance and are dropped (scipy's ``seuclidean`` divides by 0).
+    """
+
+    name, direction, category, take_abs = "sufficiency", "higher", "faithfulness", True
+    needs = frozenset({"model"})
+    pooled = True
+
+    def __init__(self, threshold: float = 0.6):
+        self.threshold = threshold
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
+        maps = self.prepare(maps)
+        images, model, _ = check_model_inputs(self.name, images, model, None, maps, need_targets=False)
+        a = flat(maps)
+        variance = a.var(dim=0, unbiased=True) if len(a) > 1 else torch.zeros_like(a[0])
+        keep = variance > 0
+        scaled = a[:, keep] / variance[keep].sqrt()
+        distance = torch.cdist(scaled, scaled)
+        peak = distance.max()
+        distance = distance / peak if peak > 0 else distance
+        close = (distance <= self.threshold) & ~torch.eye(len(a), dtype=torch.bool, device=a.device)
+        predicted = class_scores(model, images, softmax=False).argmax(dim=1).to(a.device)
+        same = (predicted[None] == predicted[:, None]) & close
+        neighbours = close.sum(dim=1)
+        share = same.sum(dim=1) / neighbours.clamp(min=1)
+        return mark_undefined(share.double(), neighbours == 0, self.name, "no other sample's explanation within the threshold")
+
+
+@register
+class Infidelity(Metric):
+    """Infidelity as Quantus 0.6.0 computes it (after Yeh et al., NeurIPS 2019, eq. 1): square patches
+    of ``patch_size`` are set to the baseline one after another in raster order, *cumulatively*;
+    after each, the squared error between the drop of the target logit ``f(x) − f(x̃)`` and the
+    attribution's prediction ``Σ a·(x − x̃)`` (map summed over channels); the mean over patches, then
+    over patch sizes. Lower is better. An image whose side is not a multiple of the patch is padded
+    symmetrically, as Quantus pads.
+
+    Yeh et al. draw random perturbations; Quantus's default here is deterministic, so its
+    ``n_perturb_samples`` repetitions are identical and are computed once. Quantus 0.4.4 summed
+    ``np.dot(a, x − x̃)`` over 3-D arrays — a tensor contraction, not the elementwise product that
+    0.6.0 (and this) use. Not normalised by default (Quantus ``normalise=False``). The paper's own
+    channel-level infidelity is :class:`evaluation.metrics.completeness.CAMInfidelity`.
+    """
+
+    name, direction, category, normalise = "infidelity", "lower", "faithfulness", False
+    needs = frozenset({"model"})
+
+    def __init__(self, patch_sizes: tuple[int, ...] = (4,), baseline: Baseline = "min", softmax: bool = False,
+                 batch_size: int = 256):
+        self.patch_sizes, self.baseline, self.softmax, self.batch_size = tuple(patch_sizes), baseline, softmax, batch_size
+
+    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
+        images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
+        maps = self.prepare(maps)
+        h, w = maps.shape[1:]
+        fill = baseline_image(images, self.baseline)
+        gain = flat(maps) * flat((images - fill).sum(dim=1))  # a_p · Σ_c (x − x̃)_{c,p} once pixel p is replaced
+        full = target_scores(model, images, targets, self.softmax).double()
+        losses = []
+        for size in self.patch_sizes:
+            blocks = _raster_blocks(h, w, size, maps.device).expand(len(maps), -1)
+            n = int(blocks.max()) + 1
+            scores = perturbed_scores(model, images, fill, blocks, n, targets, softmax=self.softmax,
+                                      batch_size=self.batch_size, offset=1).double()
+            predicted = torch.zeros(len(maps), n, dtype=torch.float64, device=maps.device).scatter_add_(1, blocks, gain).cumsum(1)
+            losses.append((full[:, None] - scores - predicted).pow(2).mean(dim=1))
+        return torch.stack(losses).mean(dim=0)
+
+
+def _raster_blocks(h: int, w: int, size: int, device) -> Tensor:
+    """``(1, H·W)`` raster index of each pixel's ``size × size`` block after Quantus's symmetric padding."""
+    pad_h, pad_w = (-h) % size // 2, (-w) % size // 2
+    rows = (torch.arange(h, device=device) + pad_h) // size
+    cols = (torch.arange(w, device=device) + pad_w) // size
+    return (rows[:, None] * math.ceil((w + (-w) % size) / size) + cols[None]).reshape(1, -1)
