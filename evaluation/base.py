@@ -31,9 +31,9 @@ def normalise_by_max(maps: torch.Tensor) -> torch.Tensor:
 
 
 def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, reason: str) -> torch.Tensor:
-    """Set ``values[undefined]`` to NaN and log which samples and why."""
+    """Set ``values[undefined]`` to NaN and log which samples (rows) and why."""
     if bool(undefined.any()):
-        samples = undefined.nonzero().flatten().tolist()
+        samples = undefined.reshape(len(undefined), -1).any(dim=1).nonzero().flatten().tolist()
         log.warning("%s undefined for samples %s: %s", metric, samples, reason)
         values = values.masked_fill(undefined, float("nan"))
     return values
@@ -45,7 +45,8 @@ class Metric:
     ``maps`` are ``(B, H, W)`` at the images' resolution. Keyword inputs, each needed only by the
     metrics that declare it: ``images`` (B, C, H, W) as the model takes them, ``model``, ``targets``
     (B,), ``masks`` (B, H, W), ``explainer`` (images → maps, the same method re-run; robustness),
-    ``seeds`` (B,) per-sample seeds (random draws do not depend on the batch), and ``cache``: a dict
+    ``seeds`` (B,) per-sample seeds (random draws do not depend on the batch), ``method`` and ``layer`` (the
+    channel-level metrics read a CAM's channel weights), and ``cache``: a dict
     shared by the metrics scoring the *same* maps of the same batch, so that Insertion, Deletion and
     Pixel Flipping share one deletion curve and Max-/Avg-Sensitivity one set of re-explanations.
     Pooled metrics (``pooled = True``) compare the samples of a call with each other.
@@ -54,7 +55,7 @@ class Metric:
     name: ClassVar[str]
     direction: ClassVar[Literal["higher", "lower"]]
     category: ClassVar[str]
-    needs: ClassVar[frozenset[str]] = frozenset()  # of {"model", "masks", "explainer"}
+    needs: ClassVar[frozenset[str]] = frozenset()  # of {"model", "masks", "explainer", "method"}
     take_abs: ClassVar[bool] = False  # Quantus's default ``abs`` for this metric
     normalise: ClassVar[bool] = True  # Quantus's default ``normalise`` (by max|a|, per sample)
     pooled: ClassVar[bool] = False  # scores depend on the other samples of the call

@@ -11,7 +11,8 @@ import quantus
 import torch
 from torch import nn
 
-from attribution.methods import GradCAM
+from attribution.methods import ExpectedGradCAM, GradCAM, create_method
+from attribution.methods.base import sample_generators
 from attribution.postprocess import relu, upsample
 from evaluation import create_metric
 from evaluation.metrics.faithfulness import rise_blur
@@ -225,3 +226,182 @@ def test_classification_metrics_match_a_numpy_reference(plain_net, data):
     assert torch.isnan(drop[1]) and torch.isnan(increase[1]) and torch.isnan(gain[1])
     ramp = torch.linspace(0, 1, 576).reshape(1, 24, 24)  # a black image is unchanged by any mask: no drop
     assert create_metric("average_drop")(ramp, images=images[:1] * 0, model=net, targets=targets[:1]).item() == 0.0
+
+
+# -- robustness: Quantus fed the very noise our generators draw ----------------------------------------------------------
+def replayed_noise(metric, images, seeds):
+    """The perturbations our metric draws, in Quantus's order (one batch per step)."""
+    generators = sample_generators(metric.seed, seeds, len(images))
+    return [torch.stack([metric.draw(g, images.shape[1:]) for g in generators]) for _ in range(metric.nr_samples)]
+
+
+def replaying_perturb_func(noise):
+    steps = iter(noise)
+
+    def perturb(arr, indices, **_):
+        return arr + next(steps).reshape(arr.shape).numpy()
+
+    return perturb
+
+
+ROBUST = {"max_sensitivity": (quantus.MaxSensitivity, {}), "avg_sensitivity": (quantus.AvgSensitivity, {}),
+          "local_lipschitz_estimate": (quantus.LocalLipschitzEstimate, PER_SAMPLE),
+          "relative_input_stability": (quantus.RelativeInputStability, {}),
+          "relative_output_stability": (quantus.RelativeOutputStability, {})}
+
+
+@pytest.mark.parametrize("name", sorted(ROBUST))
+def test_robustness_equals_quantus_on_the_same_perturbations(name, net, data):
+    images, _, targets = data
+    targets = torch.zeros(4, dtype=torch.long)  # the confident class: no perturbation changes the prediction
+    explainer = gradcam_explainer(net)
+    maps = explainer(images, targets)
+    seeds = torch.tensor([11, 12, 13, 14])
+    metric = create_metric(name, nr_samples=6)
+    ours = metric(maps, images=images, model=net, targets=targets, explainer=explainer, seeds=seeds)
+    cls, extra = ROBUST[name]
+    q = cls(nr_samples=6, perturb_func=replaying_perturb_func(replayed_noise(metric, images, seeds)),
+            disable_warnings=True, **extra)
+    theirs = quantus_call(q, net, images, maps, targets,
+                          explain_func=lambda model, inputs, targets, **_: explainer(torch.as_tensor(inputs),
+                                                                                      torch.as_tensor(targets)).numpy()[:, None])
+    assert np.isfinite(theirs).all()
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=2e-4)
+
+
+def test_robustness_agrees_with_quantus_own_noise_statistically(net, data):
+    images, _, _ = data
+    targets = torch.zeros(4, dtype=torch.long)
+    explainer = gradcam_explainer(net)
+    maps = explainer(images, targets)
+    ours = create_metric("avg_sensitivity", nr_samples=100)(maps, images=images, model=net, targets=targets,
+                                                            explainer=explainer, seeds=torch.arange(4))
+    np.random.seed(0)  # Quantus draws from numpy's global generator
+    q = quantus.AvgSensitivity(nr_samples=100, disable_warnings=True)
+    theirs = quantus_call(q, net, images, maps, targets,
+                          explain_func=lambda model, inputs, targets, **_: explainer(torch.as_tensor(inputs),
+                                                                                      torch.as_tensor(targets)).numpy()[:, None])
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=0.05)  # means of 100 draws from the same distribution
+
+
+def test_sensitivities_share_one_set_of_reexplanations(net, data):
+    images, _, _ = data
+    targets = torch.zeros(4, dtype=torch.long)
+    explainer = gradcam_explainer(net)
+    calls = []
+
+    def counting(x, t):
+        calls.append(len(x))
+        return explainer(x, t)
+
+    maps = explainer(images, targets)
+    cache = {}
+    kw = dict(images=images, model=net, targets=targets, explainer=counting, seeds=torch.arange(4), cache=cache)
+    worst = create_metric("max_sensitivity", nr_samples=5)(maps, **kw)
+    mean = create_metric("avg_sensitivity", nr_samples=5)(maps, **kw)
+    assert sum(calls) == 4 * 5  # the second metric re-explained nothing
+    assert (worst >= mean).all()
+    kw["cache"] = None
+    torch.testing.assert_close(create_metric("avg_sensitivity", nr_samples=5)(maps, **kw), mean)
+
+
+# -- the paper's channel-level metrics -----------------------------------------------------------------------------------
+WEIGHTED = ["gradcam", "gradcampp", "xgradcam", "scorecam", "ablationcam", "integrated_gradcam"]
+
+
+def test_expected_gradcam_minimises_cam_infidelity(gap_net, images, reference):
+    targets = torch.tensor([0, 1, 2])
+    kw = dict(images=images, model=gap_net, targets=targets, layer="features")
+    maps = torch.rand(3, 16, 16)  # the channel metrics read the weights, not the maps
+    same_sample = create_metric("cam_infidelity", reference=reference, seed=0)  # Expected Grad-CAM's own draw
+    held_out = create_metric("cam_infidelity", reference=reference, seed=1)
+    optimal = ExpectedGradCAM(reference=reference, seed=0)
+    best = same_sample(maps, method=optimal, **kw)
+    best_held_out = held_out(maps, method=optimal, **kw)
+    for name in WEIGHTED:
+        other = create_method(name)
+        assert (best <= same_sample(maps, method=other, **kw) + 1e-9).all(), name  # Theorem 3.10, exactly
+        assert best_held_out.mean() < held_out(maps, method=other, **kw).mean(), name
+    weights = optimal.channel_weights(gap_net, "features", images, targets)
+    torch.testing.assert_close(same_sample(maps, method=optimal, weights=weights, **kw), best)
+
+
+def test_completeness_gap(gap_net, images, caplog):
+    targets = torch.tensor([0, 1, 2])
+    kw = dict(images=images, model=gap_net, targets=targets, layer="features")
+    maps = torch.rand(3, 16, 16)
+    gap = create_metric("completeness_gap")
+    complete = gap(maps, method=ExpectedGradCAM(perturbation="dirac", dirac_point=1.0), **kw)
+    assert complete.abs().max().item() < 1e-5  # α = I0·Δ/‖I0‖² at I0 = 1 sums to g(1) − g(0)
+    with torch.no_grad():  # GAP + linear head: g(1) − g(0) = Σ_k w_k h_k, Grad-CAM's weights are w_k / (U·V)
+        feats = gap_net.features(images)
+        w = gap_net.fc.weight[targets]
+        change = (w * feats.mean(dim=(2, 3))).sum(1)
+        expected = ((w / feats[0, 0].numel()).sum(1) - change).abs() / change.abs()
+    torch.testing.assert_close(gap(maps, method=GradCAM(), **kw), expected.double(), rtol=1e-4, atol=1e-6)
+    with caplog.at_level(logging.WARNING, logger="evaluation"):
+        undefined = gap(maps, method=create_method("hirescam"), **kw)
+    assert torch.isnan(undefined).all() and "HiResCAM is not a channel-weighted CAM" in caplog.text
+    with pytest.raises(ValueError, match="needs the method and its target layer"):
+        gap(maps, images=images, model=gap_net, targets=targets)
+
+
+# -- batch invariance, seeds, NaN policy, bad input ----------------------------------------------------------------------
+MODEL_METRICS = {"deletion": {"steps": 24}, "insertion": {"steps": 24}, "insertion_minus_deletion": {"steps": 24},
+                 "pixel_flipping": {"steps": 24}, "faithfulness_estimate": {"steps": 24}, "irof": {},
+                 "infidelity": {"patch_sizes": (6,)}, "average_drop": {}, "average_increase": {}, "average_gain": {},
+                 "max_sensitivity": {"nr_samples": 3}, "avg_sensitivity": {"nr_samples": 3},
+                 "local_lipschitz_estimate": {"nr_samples": 3}, "relative_input_stability": {"nr_samples": 3},
+                 "relative_output_stability": {"nr_samples": 3}}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_METRICS))
+def test_batch_invariance_and_seeds(name, net, data):
+    images, maps, targets = data
+    kw = dict(model=net, explainer=gradcam_explainer(net))
+    metric = create_metric(name, **MODEL_METRICS[name])
+    seeds = torch.tensor([3, 1, 4, 1])
+    whole = metric(maps, images=images, targets=targets, seeds=seeds, **kw)
+    single = torch.cat([metric(maps[i:i + 1], images=images[i:i + 1], targets=targets[i:i + 1],
+                               seeds=seeds[i:i + 1], **kw) for i in range(4)])
+    torch.testing.assert_close(whole, single, rtol=1e-5, atol=1e-7, equal_nan=True)
+    again = create_metric(name, **MODEL_METRICS[name])(maps, images=images, targets=targets, seeds=seeds, **kw)
+    torch.testing.assert_close(whole, again, rtol=0, atol=0, equal_nan=True)
+    if "nr_samples" in MODEL_METRICS[name]:  # a new seed draws new noise
+        other = create_metric(name, **MODEL_METRICS[name], seed=9)(maps, images=images, targets=targets, seeds=seeds, **kw)
+        assert not torch.allclose(whole, other)
+
+
+def test_nan_policy_for_model_metrics(net, data, caplog):
+    images, maps, targets = data
+    explainer = gradcam_explainer(net)
+    zero = maps.clone()
+    zero[2] = 0
+    kw = dict(images=images, model=net, targets=targets, explainer=explainer, seeds=torch.arange(4))
+    with caplog.at_level(logging.WARNING, logger="evaluation"):
+        sensitivity = create_metric("max_sensitivity", nr_samples=2)(zero, **kw)
+        estimate = create_metric("faithfulness_estimate", steps=24)(zero, **kw)
+    assert torch.isnan(sensitivity).tolist() == [False, False, True, False]
+    assert torch.isnan(estimate).tolist() == [False, False, True, False]
+    assert "max_sensitivity undefined for samples [2]: all-zero map" in caplog.text
+    assert "constant attribution" in caplog.text
+    sign = LinearScore(torch.ones(1, 3, 24, 24))  # class 0 while the mean pixel is positive
+    flips = create_metric("relative_input_stability", nr_samples=3, lower_bound=-3.0, upper_bound=-2.0)
+    with caplog.at_level(logging.WARNING, logger="evaluation"):
+        values = flips(maps, images=images, model=sign, targets=targets, explainer=lambda x, t: x.mean(1),
+                       seeds=torch.arange(4))
+    assert torch.isnan(values).all() and "every perturbation changed the predicted class" in caplog.text
+
+
+def test_bad_input_to_model_metrics_is_named(net, data):
+    images, maps, targets = data
+    with pytest.raises(ValueError, match="deletion needs model, targets"):
+        create_metric("deletion")(maps, images=images)
+    with pytest.raises(ValueError, match=r"images \(4, 3, 24, 24\) do not match maps \(4, 12, 12\)"):
+        create_metric("insertion")(maps[:, :12, :12], images=images, model=net, targets=targets)
+    with pytest.raises(ValueError, match="needs an explainer"):
+        create_metric("max_sensitivity")(maps, images=images, model=net, targets=targets)
+    with pytest.raises(ValueError, match="unknown baseline 'white'"):
+        create_metric("deletion", baseline="white")(maps, images=images, model=net, targets=targets)
+    with pytest.raises(ValueError, match="baseline has 2 values for 3 channels"):
+        create_metric("pixel_flipping", baseline=(0.0, 1.0))(maps, images=images, model=net, targets=targets)
