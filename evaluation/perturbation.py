@@ -16,10 +16,20 @@ from typing import Literal, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Baseline", "baseline_image", "pixel_steps", "class_scores", "target_scores", "perturbed_scores",
+__all__ = ["rows_per_pass", "Baseline", "baseline_image", "pixel_steps", "class_scores", "target_scores", "perturbed_scores",
            "trapezoid", "check_model_inputs"]
 
 Baseline = Union[Literal["min", "mean"], float, Sequence[float]]
+
+
+def rows_per_pass(batch_size: int | None, device: torch.device) -> int:
+    """Images per forward pass: as given, else 16 on CPU (larger batches fall out of cache: EfficientNet-Lite0
+    at 240² runs 2× slower per image at 64 rows than at 16) and 128 on an accelerator."""
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        return batch_size
+    return 16 if device.type == "cpu" else 128
 
 
 def check_model_inputs(metric: str, images: Tensor | None, model: nn.Module | None, targets: Tensor | None,
@@ -92,7 +102,7 @@ def perturbed_scores(
     targets: Tensor,
     *,
     softmax: bool,
-    batch_size: int,
+    batch_size: int | None,
     cumulative: bool = True,
     offset: int = 0,
 ) -> Tensor:
@@ -108,11 +118,12 @@ def perturbed_scores(
     image_of, point_of = rows // n_points, rows % n_points + offset
     scores = torch.empty(b * n_points, device=start.device, dtype=start.dtype)
     compare: Callable[[Tensor, Tensor], Tensor] = torch.lt if cumulative else torch.eq
-    for first in range(0, len(rows), batch_size):
-        chunk = slice(first, first + batch_size)
+    step = rows_per_pass(batch_size, start.device)
+    for first in range(0, len(rows), step):
+        chunk = slice(first, first + step)
         img, pt = image_of[chunk], point_of[chunk]
         perturbed = compare(steps[img], pt[:, None]).reshape(-1, 1, h, w)
-        copies = torch.where(perturbed, finish[img], start[img])
+        copies = torch.where(perturbed, finish[img], start[img]).contiguous(memory_format=torch.channels_last)
         scores[chunk] = target_scores(model, copies, targets[img], softmax)
     return scores.reshape(b, n_points)
 

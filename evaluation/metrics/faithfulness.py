@@ -47,9 +47,11 @@ def _pixels_per_step(maps: Tensor, steps: int) -> int:
 
 class _CurveMetric(Metric):
     """Shared parameters of the ranked-pixel curves: ``steps`` (≈ points of the curve; ``H·W/steps``
-    pixels per step, rounded up), the deletion ``baseline``, softmax or logit scores, rows per forward pass."""
+    pixels per step, rounded up), the deletion ``baseline``, softmax or logit scores, and the images per
+    forward pass (default :func:`evaluation.perturbation.rows_per_pass`)."""
 
-    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = True, batch_size: int = 256):
+    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = True,
+                 batch_size: int | None = None):
         if steps < 1:
             raise ValueError(f"{self.name}: steps must be ≥ 1, got {steps}")
         self.steps, self.baseline, self.softmax, self.batch_size = steps, baseline, softmax, batch_size
@@ -163,7 +165,8 @@ class FaithfulnessEstimate(_CurveMetric):
     name, direction, category = "faithfulness_estimate", "higher", "faithfulness"
     needs = frozenset({"model"})
 
-    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = False, batch_size: int = 256):
+    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = False,
+                 batch_size: int | None = None):
         super().__init__(steps, baseline, softmax, batch_size)
 
     def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
@@ -201,7 +204,7 @@ class IROF(_CurveMetric):
     name, direction, category = "irof", "higher", "faithfulness"
     needs = frozenset({"model"})
 
-    def __init__(self, softmax: bool = True, batch_size: int = 256, n_segments: int = 100):
+    def __init__(self, softmax: bool = True, batch_size: int | None = None, n_segments: int = 100):
         self.softmax, self.batch_size, self.n_segments = softmax, batch_size, n_segments
 
     def segments(self, images: Tensor) -> Tensor:
@@ -288,7 +291,7 @@ class Infidelity(Metric):
     needs = frozenset({"model"})
 
     def __init__(self, patch_sizes: tuple[int, ...] = (4,), baseline: Baseline = "min", softmax: bool = False,
-                 batch_size: int = 256):
+                 batch_size: int | None = None):
         self.patch_sizes, self.baseline, self.softmax, self.batch_size = tuple(patch_sizes), baseline, softmax, batch_size
 
     def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from attribution.methods.base import sample_generators
 from evaluation.base import Metric, flat, mark_undefined, normalise_by_max
-from evaluation.perturbation import check_model_inputs, class_scores
+from evaluation.perturbation import check_model_inputs, class_scores, rows_per_pass
 from evaluation.registry import register
 
 __all__ = ["MaxSensitivity", "AvgSensitivity", "LocalLipschitzEstimate", "RelativeInputStability",
@@ -40,6 +40,7 @@ class PerturbationStats:
     input_relative: Tensor  # ‖(x − x') / x‖₂ (zeros of x replaced by EPS_MIN)
     logits: Tensor  # ‖h(x) − h(x')‖₂ of the logits
     prediction_changed: Tensor  # bool: argmax h(x') ≠ argmax h(x)
+    # (``logits`` and ``prediction_changed`` are computed only for metrics that use them: 0 and False otherwise)
 
 
 def _relative(a: Tensor, b: Tensor) -> Tensor:
@@ -51,8 +52,9 @@ class _Robustness(Metric):
 
     normalise = False  # Quantus's default for these metrics, except Local Lipschitz
     needs = frozenset({"model", "explainer"})
+    uses_outputs = False  # whether the model's outputs on the perturbed inputs are needed (RIS, ROS)
 
-    def __init__(self, nr_samples: int, noise: tuple[str, float, float], seed: int, batch_size: int):
+    def __init__(self, nr_samples: int, noise: tuple[str, float, float], seed: int, batch_size: int | None):
         if nr_samples < 1:
             raise ValueError(f"{self.name}: nr_samples must be ≥ 1, got {nr_samples}")
         self.nr_samples, self.noise, self.seed, self.batch_size = nr_samples, noise, seed, batch_size
@@ -64,7 +66,7 @@ class _Robustness(Metric):
         return p + (q - p) * torch.rand(shape, generator=generator)
 
     def stats(self, maps, images, model, targets, explainer, seeds, cache) -> PerturbationStats:
-        key = ("perturbation_stats", self.noise, self.nr_samples, self.seed)
+        key = ("perturbation_stats", self.noise, self.nr_samples, self.seed, self.uses_outputs)
         if cache is not None and key in cache:
             return cache[key]
         images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
@@ -76,16 +78,18 @@ class _Robustness(Metric):
         logits = class_scores(model, images, softmax=False)
         rows = [(i, j) for j in range(n) for i in range(b)]
         columns: dict[str, list[Tensor]] = {f: [] for f in PerturbationStats.__dataclass_fields__}
-        per_chunk = max(1, self.batch_size)
+        per_chunk = rows_per_pass(self.batch_size, images.device)
         for first in range(0, len(rows), per_chunk):
             index = torch.tensor([i for i, _ in rows[first:first + per_chunk]], device=images.device)
             noise = torch.stack([self.draw(generators[i], images.shape[1:]) for i, _ in rows[first:first + per_chunk]])
-            x, x_new = images[index], images[index] + noise.to(images.device, images.dtype)
+            x = images[index]
+            x_new = (x + noise.to(images.device, images.dtype)).contiguous(memory_format=torch.channels_last)
             a, a_new = maps[index], explainer(x_new, targets[index]).to(images.dtype)
             if a_new.shape != a.shape:
                 raise ValueError(f"{self.name}: the explainer returned maps {tuple(a_new.shape[1:])}, "
                                  f"expected {tuple(a.shape[1:])}")
-            h, h_new = logits[index], class_scores(model, x_new, softmax=False)
+            h = logits[index]
+            h_new = class_scores(model, x_new, softmax=False) if self.uses_outputs else h  # skip an unused forward pass
             columns["explanation"].append(flat(a - a_new).norm(dim=1))
             columns["explanation_normalised"].append(flat(normalise_by_max(a) - normalise_by_max(a_new)).norm(dim=1))
             columns["explanation_relative"].append(flat(_relative(a, a_new)).norm(dim=1))
@@ -103,7 +107,7 @@ class _Sensitivity(_Robustness):
     """``‖a − a'‖₂ / ‖a‖₂`` per perturbation, uniform noise in ``±lower_bound`` (or ``U(lower, upper)``)."""
 
     def __init__(self, nr_samples: int = 200, lower_bound: float = 0.2, upper_bound: float | None = None,
-                 seed: int = 0, batch_size: int = 64):
+                 seed: int = 0, batch_size: int | None = None):
         noise = ("uniform", -lower_bound, lower_bound) if upper_bound is None else ("uniform", lower_bound, upper_bound)
         super().__init__(nr_samples, noise, seed, batch_size)
 
@@ -146,7 +150,7 @@ class LocalLipschitzEstimate(_Robustness):
     name, direction, category, normalise = "local_lipschitz_estimate", "lower", "robustness", True
 
     def __init__(self, nr_samples: int = 200, perturb_mean: float = 0.0, perturb_std: float = 0.1, seed: int = 0,
-                 batch_size: int = 64):
+                 batch_size: int | None = None):
         super().__init__(nr_samples, ("gaussian", perturb_mean, perturb_std), seed, batch_size)
 
     def __call__(self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None,
@@ -161,8 +165,10 @@ class _RelativeStability(_Robustness):
     maximum over perturbations that keep the prediction; a sample whose every perturbation changes
     it is undefined. Quantus 0.6.0 instead returns NaN as soon as *one* perturbation changes it."""
 
+    uses_outputs = True
+
     def __init__(self, nr_samples: int = 200, lower_bound: float = 0.02, upper_bound: float = 0.2, seed: int = 0,
-                 batch_size: int = 64):
+                 batch_size: int | None = None):
         super().__init__(nr_samples, ("uniform", lower_bound, upper_bound), seed, batch_size)
 
     def kept_max(self, ratio: Tensor, stats: PerturbationStats) -> Tensor:
