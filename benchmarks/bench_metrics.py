@@ -41,9 +41,15 @@ class SmallCNN(nn.Module):
     def __init__(self, classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU())
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1),
+            nn.ReLU(),
+        )
         self.fc = nn.Linear(128, classes)
 
     def forward(self, x):
@@ -56,6 +62,7 @@ def setup(args):
         model, layer = SmallCNN().eval(), "features"
     else:
         from attribution.models import load_model
+
         loaded = load_model(args.model, "pretrained" if args.model.startswith("efficientnet_lite") else "none")
         model, layer = loaded.model, loaded.layer
     images = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
@@ -111,34 +118,53 @@ def main() -> None:
         return explainer(torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()[:, None]
 
     def q(metric, attributions=a, **extra):
-        return lambda: np.asarray(metric(model=model, x_batch=x, y_batch=y, a_batch=attributions, device="cpu",
-                                         batch_size=b, **extra), dtype=np.float64)
+        return lambda: np.asarray(
+            metric(model=model, x_batch=x, y_batch=y, a_batch=attributions, device="cpu", batch_size=b, **extra),
+            dtype=np.float64,
+        )
 
     def ours(name, **params):
         metric = create_metric(name, **params)
-        return lambda: metric(maps, images=images, model=model, targets=targets, explainer=explainer,
-                              seeds=seeds).numpy()
+        return lambda: metric(
+            maps, images=images, model=model, targets=targets, explainer=explainer, seeds=seeds
+        ).numpy()
 
     def robust(name, cls, **extra):
         metric = create_metric(name, nr_samples=args.samples)
         generators = sample_generators(metric.seed, seeds, b)
         noise = [torch.stack([metric.draw(g, images.shape[1:]) for g in generators]) for _ in range(args.samples)]
-        return (ours(name, nr_samples=args.samples),
-                lambda: q(cls(nr_samples=args.samples, perturb_func=replaying(noise), disable_warnings=True, **extra),
-                          explain_func=quantus_explain)())
+        return (
+            ours(name, nr_samples=args.samples),
+            lambda: q(
+                cls(nr_samples=args.samples, perturb_func=replaying(noise), disable_warnings=True, **extra),
+                explain_func=quantus_explain,
+            )(),
+        )
 
     def flipping_auc(values):  # Quantus integrates with dx = 1 over S points; ours over [0, 1]
         return values * (-(-hw // pixels) - 1)
 
     cases = {
-        "pixel_flipping": (ours("pixel_flipping", steps=args.steps),
-                           q(quantus.PixelFlipping(features_in_step=3 * pixels, return_auc_per_sample=True,
-                                                   disable_warnings=True, **per), a_rgb), flipping_auc),
-        "faithfulness_estimate": (ours("faithfulness_estimate", steps=args.steps),
-                                  q(quantus.FaithfulnessEstimate(features_in_step=3 * pixels, disable_warnings=True,
-                                                                 **per), a_rgb), None),
-        "infidelity": (ours("infidelity", patch_sizes=(args.patch,)),
-                       q(quantus.Infidelity(perturb_patch_sizes=[args.patch], disable_warnings=True)), None),
+        "pixel_flipping": (
+            ours("pixel_flipping", steps=args.steps),
+            q(
+                quantus.PixelFlipping(
+                    features_in_step=3 * pixels, return_auc_per_sample=True, disable_warnings=True, **per
+                ),
+                a_rgb,
+            ),
+            flipping_auc,
+        ),
+        "faithfulness_estimate": (
+            ours("faithfulness_estimate", steps=args.steps),
+            q(quantus.FaithfulnessEstimate(features_in_step=3 * pixels, disable_warnings=True, **per), a_rgb),
+            None,
+        ),
+        "infidelity": (
+            ours("infidelity", patch_sizes=(args.patch,)),
+            q(quantus.Infidelity(perturb_patch_sizes=[args.patch], disable_warnings=True)),
+            None,
+        ),
         "max_sensitivity": robust("max_sensitivity", quantus.MaxSensitivity) + (None,),
         "avg_sensitivity": robust("avg_sensitivity", quantus.AvgSensitivity) + (None,),
         "local_lipschitz_estimate": robust("local_lipschitz_estimate", quantus.LocalLipschitzEstimate, **per) + (None,),
@@ -153,17 +179,26 @@ def main() -> None:
     explain, _ = per_sample(lambda: explainer(rows, targets.repeat(-(-n // b))[:n]), n, 3)
     curve_points = -(-hw // pixels) + 1
     blocks = (-(-args.size // args.patch)) ** 2 + 1
-    floor = {"pixel_flipping": curve_points * forward, "faithfulness_estimate": curve_points * forward,
-             "infidelity": blocks * forward, "max_sensitivity": args.samples * explain,
-             "avg_sensitivity": args.samples * explain, "local_lipschitz_estimate": args.samples * explain,
-             "relative_input_stability": args.samples * (explain + forward),
-             "relative_output_stability": args.samples * (explain + forward)}
+    floor = {
+        "pixel_flipping": curve_points * forward,
+        "faithfulness_estimate": curve_points * forward,
+        "infidelity": blocks * forward,
+        "max_sensitivity": args.samples * explain,
+        "avg_sensitivity": args.samples * explain,
+        "local_lipschitz_estimate": args.samples * explain,
+        "relative_input_stability": args.samples * (explain + forward),
+        "relative_output_stability": args.samples * (explain + forward),
+    }
     only = [n for n in args.only.split(",") if n]
-    print(f"model={args.model} images={b}×3×{args.size}² threads={torch.get_num_threads()} "
-          f"steps={args.steps} ({pixels} px/step) patch={args.patch} perturbations={args.samples}")
+    print(
+        f"model={args.model} images={b}×3×{args.size}² threads={torch.get_num_threads()} "
+        f"steps={args.steps} ({pixels} px/step) patch={args.patch} perturbations={args.samples}"
+    )
     print(f"forward {forward * 1e3:.2f} ms/img, Grad-CAM re-explanation {explain * 1e3:.2f} ms/img")
-    print(f"{'metric':28s} {'native s/img':>13s} {'Quantus s/img':>14s} {'speed-up':>9s} {'floor s/img':>12s} "
-          f"{'rel. diff':>10s}")
+    print(
+        f"{'metric':28s} {'native s/img':>13s} {'Quantus s/img':>14s} {'speed-up':>9s} {'floor s/img':>12s} "
+        f"{'rel. diff':>10s}"
+    )
     for name, (native, peer, convert) in cases.items():
         if only and name not in only:
             continue
@@ -171,25 +206,34 @@ def main() -> None:
         t_q, v_q = per_sample(peer, b, 1 if name.endswith(("sensitivity", "estimate", "stability")) else args.repeats)
         v_cmp = convert(v_ours) if convert else v_ours
         diff = np.nanmax(np.abs(v_cmp - v_q)) / np.nanmax(np.abs(v_q))
-        print(f"{name:28s} {t_ours:13.4f} {t_q:14.4f} {t_q / t_ours:8.1f}× {floor[name]:12.4f} {diff:10.1e}",
-              flush=True)
+        print(
+            f"{name:28s} {t_ours:13.4f} {t_q:14.4f} {t_q / t_ours:8.1f}× {floor[name]:12.4f} {diff:10.1e}", flush=True
+        )
 
     if not only:  # shared computations: three curve metrics on one deletion curve; two sensitivities on one draw
+
         def curves():
             cache = {}
-            return [create_metric(n, steps=args.steps)(maps, images=images, model=model, targets=targets, cache=cache)
-                    for n in ("deletion", "insertion", "pixel_flipping")]
+            return [
+                create_metric(n, steps=args.steps)(maps, images=images, model=model, targets=targets, cache=cache)
+                for n in ("deletion", "insertion", "pixel_flipping")
+            ]
 
         def sensitivities():
             cache = {}
-            return [create_metric(n, nr_samples=args.samples)(maps, images=images, model=model, targets=targets,
-                                                              explainer=explainer, seeds=seeds, cache=cache)
-                    for n in ("max_sensitivity", "avg_sensitivity")]
+            return [
+                create_metric(n, nr_samples=args.samples)(
+                    maps, images=images, model=model, targets=targets, explainer=explainer, seeds=seeds, cache=cache
+                )
+                for n in ("max_sensitivity", "avg_sensitivity")
+            ]
 
         t_curves, _ = per_sample(curves, b, args.repeats)
         t_sens, _ = per_sample(sensitivities, b, args.repeats)
-        print(f"shared: deletion + insertion + pixel flipping {t_curves:.4f} s/img; "
-              f"max + avg sensitivity {t_sens:.4f} s/img")
+        print(
+            f"shared: deletion + insertion + pixel flipping {t_curves:.4f} s/img; "
+            f"max + avg sensitivity {t_sens:.4f} s/img"
+        )
 
 
 if __name__ == "__main__":

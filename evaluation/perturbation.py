@@ -11,15 +11,24 @@ the copy of a single-step perturbation those whose step is ``== s``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["rows_per_pass", "Baseline", "baseline_image", "pixel_steps", "class_scores", "target_scores", "perturbed_scores",
-           "trapezoid", "check_model_inputs"]
+__all__ = [
+    "rows_per_pass",
+    "Baseline",
+    "baseline_image",
+    "pixel_steps",
+    "class_scores",
+    "target_scores",
+    "perturbed_scores",
+    "trapezoid",
+    "check_model_inputs",
+]
 
-Baseline = Union[Literal["min", "mean"], float, Sequence[float]]
+Baseline = Literal["min", "mean"] | float | Sequence[float]
 
 
 def rows_per_pass(batch_size: int | None, device: torch.device) -> int:
@@ -32,16 +41,25 @@ def rows_per_pass(batch_size: int | None, device: torch.device) -> int:
     return 16 if device.type == "cpu" else 128
 
 
-def check_model_inputs(metric: str, images: Tensor | None, model: nn.Module | None, targets: Tensor | None,
-                       maps: Tensor, *, need_targets: bool = True) -> tuple[Tensor, nn.Module, Tensor | None]:
+def check_model_inputs(
+    metric: str,
+    images: Tensor | None,
+    model: nn.Module | None,
+    targets: Tensor | None,
+    maps: Tensor,
+    *,
+    need_targets: bool = True,
+) -> tuple[Tensor, nn.Module, Tensor | None]:
     """The images, model and targets a model-based metric needs, checked against the maps."""
     given = {"model": model, "images": images, "targets": targets if need_targets else 0}
     missing = [name for name, value in given.items() if value is None]
     if missing:
         raise ValueError(f"{metric} needs {', '.join(missing)}")
     if images.dim() != 4 or images.shape[0] != maps.shape[0] or images.shape[2:] != maps.shape[1:]:
-        raise ValueError(f"{metric}: images {tuple(images.shape)} do not match maps {tuple(maps.shape)} "
-                         "(expected (B, C, H, W) with the maps' B, H, W)")
+        raise ValueError(
+            f"{metric}: images {tuple(images.shape)} do not match maps {tuple(maps.shape)} "
+            "(expected (B, C, H, W) with the maps' B, H, W)"
+        )
     if targets is None:
         return images, model, None
     targets = torch.as_tensor(targets, device=images.device).long().reshape(-1)

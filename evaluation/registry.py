@@ -7,7 +7,7 @@ tables need (metric → ``higher``/``lower``). Names follow the paper's Tables 4
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from evaluation.base import Metric
 

@@ -16,7 +16,6 @@ from attribution.methods.base import sample_generators
 from attribution.postprocess import relu, upsample
 from evaluation import create_metric
 from evaluation.metrics.faithfulness import rise_blur
-from evaluation.perturbation import pixel_steps
 
 PER_SAMPLE = {"normalise_func": quantus.normalise_by_max, "normalise_func_kwargs": {"normalise_axes": (1, 2, 3)}}
 
@@ -65,12 +64,21 @@ def gradcam_explainer(model):
 
 
 def quantus_call(metric, model, images, maps, targets, **extra):
-    return np.asarray(metric(model=model, x_batch=images.numpy(), y_batch=targets.numpy(),
-                             a_batch=maps[:, None].numpy().astype(np.float32), device="cpu",
-                             batch_size=len(images), **extra), dtype=np.float64)
+    return np.asarray(
+        metric(
+            model=model,
+            x_batch=images.numpy(),
+            y_batch=targets.numpy(),
+            a_batch=maps[:, None].numpy().astype(np.float32),
+            device="cpu",
+            batch_size=len(images),
+            **extra,
+        ),
+        dtype=np.float64,
+    )
 
 
-# -- deterministic faithfulness metrics: equal to Quantus --------------------------------------------------------------
+# -- deterministic faithfulness metrics: equal to Quantus ------------------------------------------------------------
 def test_pixel_flipping_and_deletion_curve_equal_quantus(plain_net, data):
     net = plain_net
     images, maps, targets = data
@@ -82,8 +90,13 @@ def test_pixel_flipping_and_deletion_curve_equal_quantus(plain_net, data):
     np.testing.assert_allclose(curve[:, 1:], q_curve, rtol=1e-5, atol=1e-6)
     probabilities = net(images).softmax(1)[torch.arange(4), targets].detach().numpy()
     np.testing.assert_allclose(curve[:, 0], probabilities, rtol=1e-6)  # point 0: the image itself
-    q_auc = quantus_call(quantus.PixelFlipping(features_in_step=48, return_auc_per_sample=True, disable_warnings=True,
-                                               **PER_SAMPLE), net, images, maps, targets)
+    q_auc = quantus_call(
+        quantus.PixelFlipping(features_in_step=48, return_auc_per_sample=True, disable_warnings=True, **PER_SAMPLE),
+        net,
+        images,
+        maps,
+        targets,
+    )
     ours = create_metric("pixel_flipping", steps=steps)(maps, images=images, model=net, targets=targets).numpy()
     np.testing.assert_allclose(ours * (q_curve.shape[1] - 1), q_auc, rtol=1e-5)
 
@@ -110,20 +123,25 @@ def test_irof_curve_equals_quantus_with_a_mask_broadcasting_perturbation(plain_n
     images, maps, targets = data
     curves = []
     auc = quantus.metrics.faithfulness.irof.utils.calculate_auc
-    monkeypatch.setattr(quantus.metrics.faithfulness.irof.utils, "calculate_auc",
-                        lambda values, **kw: curves.append(np.asarray(values)) or auc(values, **kw))
+    monkeypatch.setattr(
+        quantus.metrics.faithfulness.irof.utils,
+        "calculate_auc",
+        lambda values, **kw: curves.append(np.asarray(values)) or auc(values, **kw),
+    )
     metric = create_metric("irof")
     ratios, counts = metric.curve(maps.double(), images, net, targets)
     ours = metric(maps, images=images, model=net, targets=targets).numpy()
     for i in range(len(images)):  # one image per Quantus call: it pads unequal segment counts with zeros
-        channel_means = images[i:i + 1].mean(dim=(2, 3)).numpy()[:, :, None, None]
+        channel_means = images[i : i + 1].mean(dim=(2, 3)).numpy()[:, :, None, None]
 
-        def replace_by_channel_mean(arr, mask, **_):  # Quantus's default cannot broadcast (B,1,H,W) masks onto RGB
+        # Quantus's default perturbation cannot broadcast (B, 1, H, W) masks onto RGB input
+        def replace_by_channel_mean(arr, mask, channel_means=channel_means, **_):
             return np.where(mask, channel_means, arr)
 
-        q = quantus.IROF(perturb_func=replace_by_channel_mean, return_aggregate=False, disable_warnings=True,
-                         **PER_SAMPLE)
-        q_aoc = quantus_call(q, net, images[i:i + 1], maps[i:i + 1], targets[i:i + 1])[0]
+        q = quantus.IROF(
+            perturb_func=replace_by_channel_mean, return_aggregate=False, disable_warnings=True, **PER_SAMPLE
+        )
+        q_aoc = quantus_call(q, net, images[i : i + 1], maps[i : i + 1], targets[i : i + 1])[0]
         s = int(counts[i])
         r = ratios[i, : s + 1].numpy()
         np.testing.assert_allclose(r[1:], curves[-1][0], rtol=1e-5, atol=1e-6)  # points 1 … S
@@ -149,7 +167,7 @@ def test_sufficiency_equals_quantus_on_the_same_pool(net):
     np.testing.assert_allclose(permuted, ours[permutation.numpy()], equal_nan=True)
 
 
-# -- hand-computable cases ---------------------------------------------------------------------------------------------
+# -- hand-computable cases -------------------------------------------------------------------------------------------
 class LinearScore(nn.Module):
     """``f(x) = Σ w·x`` for class 0 and 0 for class 1: every curve has a closed form."""
 
@@ -174,11 +192,13 @@ def test_linear_model_gives_exact_deletion_and_insertion_curves():
     contribution = (image * model.weight).sum(1).reshape(-1)  # per pixel
     expected = contribution.sum() - torch.cat([torch.zeros(1), contribution[order].cumsum(0)])
     torch.testing.assert_close(curve, expected.double(), rtol=1e-5, atol=1e-5)
-    area = create_metric("deletion", steps=16, softmax=False, baseline=0.0)(saliency, images=image, model=model,
-                                                                                targets=target)
+    area = create_metric("deletion", steps=16, softmax=False, baseline=0.0)(
+        saliency, images=image, model=model, targets=target
+    )
     assert area.item() == pytest.approx(float((expected[1:] + expected[:-1]).sum() / 2 / 16), rel=1e-5)
-    insertion = create_metric("insertion", steps=16, softmax=False).insertion_curve(saliency.double(), image, model,
-                                                                                    target, None)[0]
+    insertion = create_metric("insertion", steps=16, softmax=False).insertion_curve(
+        saliency.double(), image, model, target, None
+    )[0]
     assert insertion[-1].item() == pytest.approx(contribution.sum().item(), rel=1e-5)  # all pixels back
     steps = torch.diff(insertion)
     blurred = rise_blur(image)
@@ -193,8 +213,13 @@ def test_a_map_ordered_like_the_contributions_beats_its_reverse():
     contribution = (image * model.weight).sum(1)
     target = torch.zeros(2, dtype=torch.long)
     kw = dict(images=image, model=model, targets=target)
-    for name, better in (("deletion", "lower"), ("insertion", "higher"), ("insertion_minus_deletion", "higher"),
-                         ("faithfulness_estimate", "higher"), ("pixel_flipping", "lower")):
+    for name, better in (
+        ("deletion", "lower"),
+        ("insertion", "higher"),
+        ("insertion_minus_deletion", "higher"),
+        ("faithfulness_estimate", "higher"),
+        ("pixel_flipping", "lower"),
+    ):
         metric = create_metric(name, steps=64, softmax=False, baseline=0.0)
         good, bad = metric(contribution, **kw), metric(-contribution, **kw)
         assert ((good > bad) if better == "higher" else (good < bad)).all(), name
@@ -215,7 +240,9 @@ def test_classification_metrics_match_a_numpy_reference(plain_net, data):
     drop, increase, gain = (create_metric(n)(maps, **kw) for n in ("average_drop", "average_increase", "average_gain"))
     x = images.numpy()
     s = maps.numpy()
-    s = (s - s.min(axis=(1, 2), keepdims=True)) / np.where(np.ptp(s, axis=(1, 2)) > 0, np.ptp(s, axis=(1, 2)), 1)[:, None, None]
+    s = (s - s.min(axis=(1, 2), keepdims=True)) / np.where(np.ptp(s, axis=(1, 2)) > 0, np.ptp(s, axis=(1, 2)), 1)[
+        :, None, None
+    ]
     with torch.no_grad():
         p = net(images).softmax(1).numpy()[np.arange(4), targets.numpy()]
         o = net(torch.as_tensor(x * s[:, None])).softmax(1).numpy()[np.arange(4), targets.numpy()]
@@ -228,7 +255,7 @@ def test_classification_metrics_match_a_numpy_reference(plain_net, data):
     assert create_metric("average_drop")(ramp, images=images[:1] * 0, model=net, targets=targets[:1]).item() == 0.0
 
 
-# -- robustness: Quantus fed the very noise our generators draw ----------------------------------------------------------
+# -- robustness: Quantus fed the very noise our generators draw --------------------------------------------------------
 def replayed_noise(metric, images, seeds):
     """The perturbations our metric draws, in Quantus's order (one batch per step)."""
     generators = sample_generators(metric.seed, seeds, len(images))
@@ -244,10 +271,13 @@ def replaying_perturb_func(noise):
     return perturb
 
 
-ROBUST = {"max_sensitivity": (quantus.MaxSensitivity, {}), "avg_sensitivity": (quantus.AvgSensitivity, {}),
-          "local_lipschitz_estimate": (quantus.LocalLipschitzEstimate, PER_SAMPLE),
-          "relative_input_stability": (quantus.RelativeInputStability, {}),
-          "relative_output_stability": (quantus.RelativeOutputStability, {})}
+ROBUST = {
+    "max_sensitivity": (quantus.MaxSensitivity, {}),
+    "avg_sensitivity": (quantus.AvgSensitivity, {}),
+    "local_lipschitz_estimate": (quantus.LocalLipschitzEstimate, PER_SAMPLE),
+    "relative_input_stability": (quantus.RelativeInputStability, {}),
+    "relative_output_stability": (quantus.RelativeOutputStability, {}),
+}
 
 
 @pytest.mark.parametrize("name", sorted(ROBUST))
@@ -260,11 +290,22 @@ def test_robustness_equals_quantus_on_the_same_perturbations(name, net, data):
     metric = create_metric(name, nr_samples=6)
     ours = metric(maps, images=images, model=net, targets=targets, explainer=explainer, seeds=seeds)
     cls, extra = ROBUST[name]
-    q = cls(nr_samples=6, perturb_func=replaying_perturb_func(replayed_noise(metric, images, seeds)),
-            disable_warnings=True, **extra)
-    theirs = quantus_call(q, net, images, maps, targets,
-                          explain_func=lambda model, inputs, targets, **_: explainer(torch.as_tensor(inputs),
-                                                                                      torch.as_tensor(targets)).numpy()[:, None])
+    q = cls(
+        nr_samples=6,
+        perturb_func=replaying_perturb_func(replayed_noise(metric, images, seeds)),
+        disable_warnings=True,
+        **extra,
+    )
+    theirs = quantus_call(
+        q,
+        net,
+        images,
+        maps,
+        targets,
+        explain_func=lambda model, inputs, targets, **_: explainer(
+            torch.as_tensor(inputs), torch.as_tensor(targets)
+        ).numpy()[:, None],
+    )
     assert np.isfinite(theirs).all()
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=2e-4)
 
@@ -274,13 +315,21 @@ def test_robustness_agrees_with_quantus_own_noise_statistically(net, data):
     targets = torch.zeros(4, dtype=torch.long)
     explainer = gradcam_explainer(net)
     maps = explainer(images, targets)
-    ours = create_metric("avg_sensitivity", nr_samples=100)(maps, images=images, model=net, targets=targets,
-                                                            explainer=explainer, seeds=torch.arange(4))
+    ours = create_metric("avg_sensitivity", nr_samples=100)(
+        maps, images=images, model=net, targets=targets, explainer=explainer, seeds=torch.arange(4)
+    )
     np.random.seed(0)  # Quantus draws from numpy's global generator
     q = quantus.AvgSensitivity(nr_samples=100, disable_warnings=True)
-    theirs = quantus_call(q, net, images, maps, targets,
-                          explain_func=lambda model, inputs, targets, **_: explainer(torch.as_tensor(inputs),
-                                                                                      torch.as_tensor(targets)).numpy()[:, None])
+    theirs = quantus_call(
+        q,
+        net,
+        images,
+        maps,
+        targets,
+        explain_func=lambda model, inputs, targets, **_: explainer(
+            torch.as_tensor(inputs), torch.as_tensor(targets)
+        ).numpy()[:, None],
+    )
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=0.05)  # means of 100 draws from the same distribution
 
 
@@ -305,7 +354,7 @@ def test_sensitivities_share_one_set_of_reexplanations(net, data):
     torch.testing.assert_close(create_metric("avg_sensitivity", nr_samples=5)(maps, **kw), mean)
 
 
-# -- the paper's channel-level metrics -----------------------------------------------------------------------------------
+# -- the paper's channel-level metrics ---------------------------------------------------------------------------------
 WEIGHTED = ["gradcam", "gradcampp", "xgradcam", "scorecam", "ablationcam", "integrated_gradcam"]
 
 
@@ -346,13 +395,24 @@ def test_completeness_gap(gap_net, images, caplog):
         gap(maps, images=images, model=gap_net, targets=targets)
 
 
-# -- batch invariance, seeds, NaN policy, bad input ----------------------------------------------------------------------
-MODEL_METRICS = {"deletion": {"steps": 24}, "insertion": {"steps": 24}, "insertion_minus_deletion": {"steps": 24},
-                 "pixel_flipping": {"steps": 24}, "faithfulness_estimate": {"steps": 24}, "irof": {},
-                 "infidelity": {"patch_sizes": (6,)}, "average_drop": {}, "average_increase": {}, "average_gain": {},
-                 "max_sensitivity": {"nr_samples": 3}, "avg_sensitivity": {"nr_samples": 3},
-                 "local_lipschitz_estimate": {"nr_samples": 3}, "relative_input_stability": {"nr_samples": 3},
-                 "relative_output_stability": {"nr_samples": 3}}
+# -- batch invariance, seeds, NaN policy, bad input --------------------------------------------------------------------
+MODEL_METRICS = {
+    "deletion": {"steps": 24},
+    "insertion": {"steps": 24},
+    "insertion_minus_deletion": {"steps": 24},
+    "pixel_flipping": {"steps": 24},
+    "faithfulness_estimate": {"steps": 24},
+    "irof": {},
+    "infidelity": {"patch_sizes": (6,)},
+    "average_drop": {},
+    "average_increase": {},
+    "average_gain": {},
+    "max_sensitivity": {"nr_samples": 3},
+    "avg_sensitivity": {"nr_samples": 3},
+    "local_lipschitz_estimate": {"nr_samples": 3},
+    "relative_input_stability": {"nr_samples": 3},
+    "relative_output_stability": {"nr_samples": 3},
+}
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_METRICS))
@@ -362,13 +422,19 @@ def test_batch_invariance_and_seeds(name, net, data):
     metric = create_metric(name, **MODEL_METRICS[name])
     seeds = torch.tensor([3, 1, 4, 1])
     whole = metric(maps, images=images, targets=targets, seeds=seeds, **kw)
-    single = torch.cat([metric(maps[i:i + 1], images=images[i:i + 1], targets=targets[i:i + 1],
-                               seeds=seeds[i:i + 1], **kw) for i in range(4)])
+    single = torch.cat(
+        [
+            metric(maps[i : i + 1], images=images[i : i + 1], targets=targets[i : i + 1], seeds=seeds[i : i + 1], **kw)
+            for i in range(4)
+        ]
+    )
     torch.testing.assert_close(whole, single, rtol=1e-5, atol=1e-7, equal_nan=True)
     again = create_metric(name, **MODEL_METRICS[name])(maps, images=images, targets=targets, seeds=seeds, **kw)
     torch.testing.assert_close(whole, again, rtol=0, atol=0, equal_nan=True)
     if "nr_samples" in MODEL_METRICS[name]:  # a new seed draws new noise
-        other = create_metric(name, **MODEL_METRICS[name], seed=9)(maps, images=images, targets=targets, seeds=seeds, **kw)
+        other = create_metric(name, **MODEL_METRICS[name], seed=9)(
+            maps, images=images, targets=targets, seeds=seeds, **kw
+        )
         assert not torch.allclose(whole, other)
 
 
@@ -388,8 +454,9 @@ def test_nan_policy_for_model_metrics(net, data, caplog):
     sign = LinearScore(torch.ones(1, 3, 24, 24))  # class 0 while the mean pixel is positive
     flips = create_metric("relative_input_stability", nr_samples=3, lower_bound=-3.0, upper_bound=-2.0)
     with caplog.at_level(logging.WARNING, logger="evaluation"):
-        values = flips(maps, images=images, model=sign, targets=targets, explainer=lambda x, t: x.mean(1),
-                       seeds=torch.arange(4))
+        values = flips(
+            maps, images=images, model=sign, targets=targets, explainer=lambda x, t: x.mean(1), seeds=torch.arange(4)
+        )
     assert torch.isnan(values).all() and "every perturbation changed the predicted class" in caplog.text
 
 

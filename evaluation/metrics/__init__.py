@@ -1,3 +1,10 @@
 """Metric implementations, registered on import."""
 
-from evaluation.metrics import classification, completeness, complexity, faithfulness, localization, robustness  # noqa: F401
+from evaluation.metrics import (  # noqa: F401
+    classification,
+    completeness,
+    complexity,
+    faithfulness,
+    localization,
+    robustness,
+)

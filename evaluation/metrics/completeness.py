@@ -37,8 +37,12 @@ class _ChannelMetric(Metric):
 
     def undefined(self, batch: int, method, device) -> Tensor:
         values = torch.zeros(batch, dtype=torch.float64, device=device)
-        return mark_undefined(values, torch.ones(batch, dtype=torch.bool, device=device), self.name,
-                              f"{type(method).__name__} is not a channel-weighted CAM (Σ_k w_k A^k)")
+        return mark_undefined(
+            values,
+            torch.ones(batch, dtype=torch.bool, device=device),
+            self.name,
+            f"{type(method).__name__} is not a channel-weighted CAM (Σ_k w_k A^k)",
+        )
 
 
 @register
@@ -54,13 +58,16 @@ class CAMInfidelity(_ChannelMetric):
 
     name, direction = "cam_infidelity", "lower"
 
-    def __init__(self, reference: Tensor | None = None, n_perturbations: int | None = None, seed: int = 1,
-                 batch_size: int = 64):
-        self.probe = ExpectedGradCAM(reference=reference, n_perturbations=n_perturbations, seed=seed,
-                                     batch_size=batch_size)
+    def __init__(
+        self, reference: Tensor | None = None, n_perturbations: int | None = None, seed: int = 1, batch_size: int = 64
+    ):
+        self.probe = ExpectedGradCAM(
+            reference=reference, n_perturbations=n_perturbations, seed=seed, batch_size=batch_size
+        )
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None,
-                 seeds=None, **_) -> Tensor:
+    def __call__(
+        self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None, seeds=None, **_
+    ) -> Tensor:
         w = self.weights(maps, images, model, targets, method, layer, weights, seeds)
         if w is None:
             return self.undefined(len(maps), method, maps.device)
@@ -78,8 +85,9 @@ class CompletenessGap(_ChannelMetric):
 
     name, direction = "completeness_gap", "lower"
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None,
-                 seeds=None, **_) -> Tensor:
+    def __call__(
+        self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None, seeds=None, **_
+    ) -> Tensor:
         w = self.weights(maps, images, model, targets, method, layer, weights, seeds)
         if w is None:
             return self.undefined(len(maps), method, maps.device)

@@ -26,12 +26,29 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from evaluation.base import Metric, flat, mark_undefined
-from evaluation.perturbation import (Baseline, baseline_image, check_model_inputs, class_scores, perturbed_scores,
-                                     pixel_steps, target_scores, trapezoid)
+from evaluation.perturbation import (
+    Baseline,
+    baseline_image,
+    check_model_inputs,
+    class_scores,
+    perturbed_scores,
+    pixel_steps,
+    target_scores,
+    trapezoid,
+)
 from evaluation.registry import register
 
-__all__ = ["FaithfulnessEstimate", "PixelFlipping", "Deletion", "Insertion", "InsertionMinusDeletion", "IROF",
-           "Sufficiency", "Infidelity", "rise_blur"]
+__all__ = [
+    "FaithfulnessEstimate",
+    "PixelFlipping",
+    "Deletion",
+    "Insertion",
+    "InsertionMinusDeletion",
+    "IROF",
+    "Sufficiency",
+    "Infidelity",
+    "rise_blur",
+]
 
 
 def rise_blur(images: Tensor) -> Tensor:
@@ -50,8 +67,9 @@ class _CurveMetric(Metric):
     pixels per step, rounded up), the deletion ``baseline``, softmax or logit scores, and the images per
     forward pass (default :func:`evaluation.perturbation.rows_per_pass`)."""
 
-    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = True,
-                 batch_size: int | None = None):
+    def __init__(
+        self, steps: int = 224, baseline: Baseline = "min", softmax: bool = True, batch_size: int | None = None
+    ):
         if steps < 1:
             raise ValueError(f"{self.name}: steps must be ≥ 1, got {steps}")
         self.steps, self.baseline, self.softmax, self.batch_size = steps, baseline, softmax, batch_size
@@ -64,8 +82,16 @@ class _CurveMetric(Metric):
             return cache[key]
         steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
         n = int(steps.max()) + 2
-        curve = perturbed_scores(model, images, baseline_image(images, self.baseline), steps, n, targets,
-                                 softmax=self.softmax, batch_size=self.batch_size).double()
+        curve = perturbed_scores(
+            model,
+            images,
+            baseline_image(images, self.baseline),
+            steps,
+            n,
+            targets,
+            softmax=self.softmax,
+            batch_size=self.batch_size,
+        ).double()
         if cache is not None:
             cache[key] = curve
         return curve
@@ -78,8 +104,9 @@ class _CurveMetric(Metric):
         steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
         n = int(steps.max()) + 2
         blurred = rise_blur(images)
-        curve = perturbed_scores(model, blurred, images, steps, n, targets, softmax=self.softmax,
-                                 batch_size=self.batch_size).double()
+        curve = perturbed_scores(
+            model, blurred, images, steps, n, targets, softmax=self.softmax, batch_size=self.batch_size
+        ).double()
         if cache is not None:
             cache[key] = curve
         return curve
@@ -111,8 +138,8 @@ class Deletion(_CurveMetric):
 @register
 class Insertion(_CurveMetric):
     """Insertion AUC (RISE, sec. 4.1): start from the image blurred by a Gaussian (kernel 11, σ = 5,
-    RISE's ``gkern(11, 5)``; :func:`rise_blur`) and copy in the top-ranked pixels ``steps`` at a time; the area under the
-    target-probability curve, x-axis normalised to ``[0, 1]``. Higher is better.
+    RISE's ``gkern(11, 5)``; :func:`rise_blur`) and copy in the top-ranked pixels ``steps`` at a time;
+    the area under the target-probability curve, x-axis normalised to ``[0, 1]``. Higher is better.
 
     torchvision's blur pads by reflection; RISE's convolution zero-pads (darker borders).
     """
@@ -134,8 +161,9 @@ class InsertionMinusDeletion(_CurveMetric):
 
     def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
         maps, images, model, targets = self._inputs(maps, images, model, targets)
-        return (trapezoid(self.insertion_curve(maps, images, model, targets, cache))
-                - trapezoid(self.deletion_curve(maps, images, model, targets, cache)))
+        return trapezoid(self.insertion_curve(maps, images, model, targets, cache)) - trapezoid(
+            self.deletion_curve(maps, images, model, targets, cache)
+        )
 
 
 @register
@@ -165,16 +193,26 @@ class FaithfulnessEstimate(_CurveMetric):
     name, direction, category = "faithfulness_estimate", "higher", "faithfulness"
     needs = frozenset({"model"})
 
-    def __init__(self, steps: int = 224, baseline: Baseline = "min", softmax: bool = False,
-                 batch_size: int | None = None):
+    def __init__(
+        self, steps: int = 224, baseline: Baseline = "min", softmax: bool = False, batch_size: int | None = None
+    ):
         super().__init__(steps, baseline, softmax, batch_size)
 
     def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
         maps, images, model, targets = self._inputs(maps, images, model, targets)
         steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
         n = int(steps.max()) + 1
-        perturbed = perturbed_scores(model, images, baseline_image(images, self.baseline), steps, n, targets,
-                                     softmax=self.softmax, batch_size=self.batch_size, cumulative=False)
+        perturbed = perturbed_scores(
+            model,
+            images,
+            baseline_image(images, self.baseline),
+            steps,
+            n,
+            targets,
+            softmax=self.softmax,
+            batch_size=self.batch_size,
+            cumulative=False,
+        )
         drops = (target_scores(model, images, targets, self.softmax)[:, None] - perturbed).double()
         attributions = torch.zeros(len(maps), n, dtype=torch.float64, device=maps.device)
         attributions.scatter_add_(1, steps, flat(maps))
@@ -209,8 +247,10 @@ class IROF(_CurveMetric):
 
     def segments(self, images: Tensor) -> Tensor:
         """``(B, H·W)`` SLIC segment labels of each image (``start_label=0``)."""
-        labels = [slic(np.moveaxis(x, 0, -1).astype(np.float64), n_segments=self.n_segments, start_label=0)
-                  for x in images.detach().cpu().numpy()]
+        labels = [
+            slic(np.moveaxis(x, 0, -1).astype(np.float64), n_segments=self.n_segments, start_label=0)
+            for x in images.detach().cpu().numpy()
+        ]
         return torch.as_tensor(np.stack(labels), device=images.device).reshape(len(images), -1).long()
 
     def curve(self, maps, images, model, targets) -> tuple[Tensor, Tensor]:
@@ -218,20 +258,32 @@ class IROF(_CurveMetric):
         segments = self.segments(images)
         counts = segments.max(dim=1).values + 1
         n_max = int(counts.max())
-        totals = torch.zeros(len(maps), n_max, dtype=torch.float64, device=maps.device).scatter_add_(1, segments, flat(maps))
+        totals = torch.zeros(len(maps), n_max, dtype=torch.float64, device=maps.device).scatter_add_(
+            1, segments, flat(maps)
+        )
         sizes = torch.zeros_like(totals).scatter_add_(1, segments, torch.ones_like(flat(maps)))
         means = torch.where(sizes > 0, totals / sizes.clamp(min=1), torch.full_like(totals, -math.inf))
         order = torch.sort(means, dim=1, descending=True, stable=True).indices
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(n_max, device=order.device).expand_as(order).contiguous())
+        rank = torch.empty_like(order).scatter_(
+            1, order, torch.arange(n_max, device=order.device).expand_as(order).contiguous()
+        )
         baseline = images.mean(dim=(2, 3), keepdim=True)
-        scores = perturbed_scores(model, images, baseline, rank.gather(1, segments), n_max + 1, targets,
-                                  softmax=self.softmax, batch_size=self.batch_size).double()
+        scores = perturbed_scores(
+            model,
+            images,
+            baseline,
+            rank.gather(1, segments),
+            n_max + 1,
+            targets,
+            softmax=self.softmax,
+            batch_size=self.batch_size,
+        ).double()
         return scores / scores[:, :1], counts
 
     def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
         maps, images, model, targets = self._inputs(maps, images, model, targets)
         ratios, counts = self.curve(maps, images, model, targets)
-        return torch.stack([1 - trapezoid(ratios[i:i + 1, : int(counts[i]) + 1])[0] for i in range(len(maps))])
+        return torch.stack([1 - trapezoid(ratios[i : i + 1, : int(counts[i]) + 1])[0] for i in range(len(maps))])
 
 
 @register
@@ -268,7 +320,9 @@ class Sufficiency(Metric):
         same = (predicted[None] == predicted[:, None]) & close
         neighbours = close.sum(dim=1)
         share = same.sum(dim=1) / neighbours.clamp(min=1)
-        return mark_undefined(share.double(), neighbours == 0, self.name, "no other sample's explanation within the threshold")
+        return mark_undefined(
+            share.double(), neighbours == 0, self.name, "no other sample's explanation within the threshold"
+        )
 
 
 @register
@@ -281,18 +335,28 @@ class Infidelity(Metric):
     symmetrically, as Quantus pads.
 
     Yeh et al. draw random perturbations; Quantus's default here is deterministic, so its
-    ``n_perturb_samples`` repetitions are identical and are computed once. Quantus 0.4.4 summed
-    ``np.dot(a, x − x̃)`` over 3-D arrays — a tensor contraction, not the elementwise product that
-    0.6.0 (and this) use. Not normalised by default (Quantus ``normalise=False``). The paper's own
+    ``n_perturb_samples`` repetitions are identical and are computed once. This follows 0.6.0's
+    elementwise ``Σ a·(x − x̃)``; 0.4.4 (the paper's version) looped per sample, and its form of this
+    sum was not checked here (no 0.4.4 source offline). Not normalised (Quantus ``normalise=False``). The paper's own
     channel-level infidelity is :class:`evaluation.metrics.completeness.CAMInfidelity`.
     """
 
     name, direction, category, normalise = "infidelity", "lower", "faithfulness", False
     needs = frozenset({"model"})
 
-    def __init__(self, patch_sizes: tuple[int, ...] = (4,), baseline: Baseline = "min", softmax: bool = False,
-                 batch_size: int | None = None):
-        self.patch_sizes, self.baseline, self.softmax, self.batch_size = tuple(patch_sizes), baseline, softmax, batch_size
+    def __init__(
+        self,
+        patch_sizes: tuple[int, ...] = (4,),
+        baseline: Baseline = "min",
+        softmax: bool = False,
+        batch_size: int | None = None,
+    ):
+        self.patch_sizes, self.baseline, self.softmax, self.batch_size = (
+            tuple(patch_sizes),
+            baseline,
+            softmax,
+            batch_size,
+        )
 
     def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
         images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
@@ -305,9 +369,14 @@ class Infidelity(Metric):
         for size in self.patch_sizes:
             blocks = _raster_blocks(h, w, size, maps.device).expand(len(maps), -1)
             n = int(blocks.max()) + 1
-            scores = perturbed_scores(model, images, fill, blocks, n, targets, softmax=self.softmax,
-                                      batch_size=self.batch_size, offset=1).double()
-            predicted = torch.zeros(len(maps), n, dtype=torch.float64, device=maps.device).scatter_add_(1, blocks, gain).cumsum(1)
+            scores = perturbed_scores(
+                model, images, fill, blocks, n, targets, softmax=self.softmax, batch_size=self.batch_size, offset=1
+            ).double()
+            predicted = (
+                torch.zeros(len(maps), n, dtype=torch.float64, device=maps.device)
+                .scatter_add_(1, blocks, gain)
+                .cumsum(1)
+            )
             losses.append((full[:, None] - scores - predicted).pow(2).mean(dim=1))
         return torch.stack(losses).mean(dim=0)
 

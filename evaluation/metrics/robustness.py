@@ -23,8 +23,15 @@ from evaluation.base import Metric, flat, mark_undefined, normalise_by_max
 from evaluation.perturbation import check_model_inputs, class_scores, rows_per_pass
 from evaluation.registry import register
 
-__all__ = ["MaxSensitivity", "AvgSensitivity", "LocalLipschitzEstimate", "RelativeInputStability",
-           "RelativeOutputStability", "PerturbationStats", "EPS_MIN"]
+__all__ = [
+    "MaxSensitivity",
+    "AvgSensitivity",
+    "LocalLipschitzEstimate",
+    "RelativeInputStability",
+    "RelativeOutputStability",
+    "PerturbationStats",
+    "EPS_MIN",
+]
 
 EPS_MIN = 1e-6  # Quantus's ``eps_min`` for the relative stabilities: replaces exact zeros in denominators
 
@@ -80,14 +87,17 @@ class _Robustness(Metric):
         columns: dict[str, list[Tensor]] = {f: [] for f in PerturbationStats.__dataclass_fields__}
         per_chunk = rows_per_pass(self.batch_size, images.device)
         for first in range(0, len(rows), per_chunk):
-            index = torch.tensor([i for i, _ in rows[first:first + per_chunk]], device=images.device)
-            noise = torch.stack([self.draw(generators[i], images.shape[1:]) for i, _ in rows[first:first + per_chunk]])
+            index = torch.tensor([i for i, _ in rows[first : first + per_chunk]], device=images.device)
+            noise = torch.stack(
+                [self.draw(generators[i], images.shape[1:]) for i, _ in rows[first : first + per_chunk]]
+            )
             x = images[index]
             x_new = (x + noise.to(images.device, images.dtype)).contiguous(memory_format=torch.channels_last)
             a, a_new = maps[index], explainer(x_new, targets[index]).to(images.dtype)
             if a_new.shape != a.shape:
-                raise ValueError(f"{self.name}: the explainer returned maps {tuple(a_new.shape[1:])}, "
-                                 f"expected {tuple(a.shape[1:])}")
+                raise ValueError(
+                    f"{self.name}: the explainer returned maps {tuple(a_new.shape[1:])}, expected {tuple(a.shape[1:])}"
+                )
             h = logits[index]
             h_new = class_scores(model, x_new, softmax=False) if self.uses_outputs else h  # skip an unused forward pass
             columns["explanation"].append(flat(a - a_new).norm(dim=1))
@@ -106,15 +116,28 @@ class _Robustness(Metric):
 class _Sensitivity(_Robustness):
     """``‖a − a'‖₂ / ‖a‖₂`` per perturbation, uniform noise in ``±lower_bound`` (or ``U(lower, upper)``)."""
 
-    def __init__(self, nr_samples: int = 200, lower_bound: float = 0.2, upper_bound: float | None = None,
-                 seed: int = 0, batch_size: int | None = None):
+    def __init__(
+        self,
+        nr_samples: int = 200,
+        lower_bound: float = 0.2,
+        upper_bound: float | None = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ):
         noise = ("uniform", -lower_bound, lower_bound) if upper_bound is None else ("uniform", lower_bound, upper_bound)
         super().__init__(nr_samples, noise, seed, batch_size)
 
     def ratios(self, maps, kw) -> Tensor:
         maps = self.prepare(maps)
-        stats = self.stats(maps, kw.get("images"), kw.get("model"), kw.get("targets"), kw.get("explainer"),
-                           kw.get("seeds"), kw.get("cache"))
+        stats = self.stats(
+            maps,
+            kw.get("images"),
+            kw.get("model"),
+            kw.get("targets"),
+            kw.get("explainer"),
+            kw.get("seeds"),
+            kw.get("cache"),
+        )
         norm = flat(maps).norm(dim=1, keepdim=True)
         ratio = stats.explanation / torch.where(norm > 0, norm, torch.ones_like(norm))
         return mark_undefined(ratio, (norm == 0).expand_as(ratio), self.name, "all-zero map")
@@ -149,12 +172,19 @@ class LocalLipschitzEstimate(_Robustness):
 
     name, direction, category, normalise = "local_lipschitz_estimate", "lower", "robustness", True
 
-    def __init__(self, nr_samples: int = 200, perturb_mean: float = 0.0, perturb_std: float = 0.1, seed: int = 0,
-                 batch_size: int | None = None):
+    def __init__(
+        self,
+        nr_samples: int = 200,
+        perturb_mean: float = 0.0,
+        perturb_std: float = 0.1,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ):
         super().__init__(nr_samples, ("gaussian", perturb_mean, perturb_std), seed, batch_size)
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None,
-                 **_) -> Tensor:
+    def __call__(
+        self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None, **_
+    ) -> Tensor:
         self.prepare(maps)  # validates; the shared statistics hold both raw and normalised distances
         stats = self.stats(maps.to(torch.float64), images, model, targets, explainer, seeds, cache)
         return (stats.explanation_normalised / (stats.input + 1e-10)).amax(dim=1)
@@ -167,14 +197,21 @@ class _RelativeStability(_Robustness):
 
     uses_outputs = True
 
-    def __init__(self, nr_samples: int = 200, lower_bound: float = 0.02, upper_bound: float = 0.2, seed: int = 0,
-                 batch_size: int | None = None):
+    def __init__(
+        self,
+        nr_samples: int = 200,
+        lower_bound: float = 0.02,
+        upper_bound: float = 0.2,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ):
         super().__init__(nr_samples, ("uniform", lower_bound, upper_bound), seed, batch_size)
 
     def kept_max(self, ratio: Tensor, stats: PerturbationStats) -> Tensor:
         kept = ratio.masked_fill(stats.prediction_changed, -torch.inf).amax(dim=1)
-        return mark_undefined(kept, stats.prediction_changed.all(dim=1), self.name,
-                              "every perturbation changed the predicted class")
+        return mark_undefined(
+            kept, stats.prediction_changed.all(dim=1), self.name, "every perturbation changed the predicted class"
+        )
 
 
 @register
@@ -184,8 +221,9 @@ class RelativeInputStability(_RelativeStability):
 
     name, direction, category = "relative_input_stability", "lower", "robustness"
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None,
-                 **_) -> Tensor:
+    def __call__(
+        self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None, **_
+    ) -> Tensor:
         stats = self.stats(self.prepare(maps), images, model, targets, explainer, seeds, cache)
         denominator = stats.input_relative + (stats.input_relative == 0) * EPS_MIN
         return self.kept_max(stats.explanation_relative / denominator, stats)
@@ -198,8 +236,9 @@ class RelativeOutputStability(_RelativeStability):
 
     name, direction, category = "relative_output_stability", "lower", "robustness"
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None,
-                 **_) -> Tensor:
+    def __call__(
+        self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None, **_
+    ) -> Tensor:
         stats = self.stats(self.prepare(maps), images, model, targets, explainer, seeds, cache)
         denominator = stats.logits + (stats.logits == 0) * EPS_MIN
         return self.kept_max(stats.explanation_relative / denominator, stats)
