@@ -10,13 +10,15 @@ silent 0. Maps are preprocessed as Quantus does by default, per metric: ``abs`` 
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal, TypeVar
 
 import torch
 
-__all__ = ["Metric", "mark_undefined", "normalise_by_max", "flat"]
+__all__ = ["Metric", "cached", "mark_undefined", "normalise_by_max", "flat"]
 
 log = logging.getLogger("evaluation")
+T = TypeVar("T")
 
 
 def flat(tensor: torch.Tensor) -> torch.Tensor:
@@ -28,6 +30,15 @@ def normalise_by_max(maps: torch.Tensor) -> torch.Tensor:
     """``a / max|a|`` per sample; an all-zero map stays zero (Quantus's ``normalise_by_max``)."""
     peak = flat(maps).abs().amax(dim=1)
     return maps / torch.where(peak > 0, peak, torch.ones_like(peak)).reshape(-1, *[1] * (maps.dim() - 1))
+
+
+def cached(cache: dict | None, key: tuple, compute: Callable[[], T]) -> T:
+    """``cache[key]``, computed once by ``compute()``; with no cache, computed every time."""
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, reason: str) -> torch.Tensor:
@@ -64,8 +75,10 @@ class Metric:
         if maps.dim() != 3:
             raise ValueError(f"{self.name}: maps must be (B, H, W), got shape {tuple(maps.shape)}")
         if not torch.isfinite(maps).all():
-            raise ValueError(f"{self.name}: maps of samples "
-                             f"{(~torch.isfinite(flat(maps))).any(1).nonzero().flatten().tolist()} contain NaN/inf")
+            raise ValueError(
+                f"{self.name}: maps of samples "
+                f"{(~torch.isfinite(flat(maps))).any(1).nonzero().flatten().tolist()} contain NaN/inf"
+            )
         maps = maps.to(torch.float64)
         maps = normalise_by_max(maps) if self.normalise else maps
         return maps.abs() if self.take_abs else maps

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from evaluation.base import Metric, flat, mark_undefined
+from evaluation.base import Metric, cached, flat, mark_undefined
 from evaluation.perturbation import check_model_inputs, target_scores
 from evaluation.registry import register
 
@@ -25,21 +25,20 @@ class _MaskedConfidence(Metric):
 
     def confidences(self, maps, images, model, targets, cache) -> tuple[Tensor, Tensor, Tensor]:
         """``p`` (image), ``o`` (masked image) and which maps are constant, each ``(B,)``."""
-        key = ("masked_confidence",)
-        if cache is not None and key in cache:
-            return cache[key]
+
         maps = self.prepare(maps)
         images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
-        low, high = flat(maps).amin(dim=1), flat(maps).amax(dim=1)
-        constant = high == low
-        span = torch.where(constant, torch.ones_like(high), high - low)
-        saliency = ((maps - low[:, None, None]) / span[:, None, None]).to(images.dtype)
-        p = target_scores(model, images, targets, softmax=True).double()
-        o = target_scores(model, images * saliency[:, None], targets, softmax=True).double()
-        result = (p, o, constant)
-        if cache is not None:
-            cache[key] = result
-        return result
+
+        def compute() -> tuple[Tensor, Tensor, Tensor]:
+            low, high = flat(maps).amin(dim=1), flat(maps).amax(dim=1)
+            constant = high == low
+            span = torch.where(constant, torch.ones_like(high), high - low)
+            saliency = ((maps - low[:, None, None]) / span[:, None, None]).to(images.dtype)
+            p = target_scores(model, images, targets, softmax=True).double()
+            o = target_scores(model, images * saliency[:, None], targets, softmax=True).double()
+            return p, o, constant
+
+        return cached(cache, ("masked_confidence",), compute)
 
 
 @register

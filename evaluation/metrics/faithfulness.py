@@ -25,7 +25,7 @@ from skimage.segmentation import slic
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from evaluation.base import Metric, flat, mark_undefined
+from evaluation.base import Metric, cached, flat, mark_undefined
 from evaluation.perturbation import (
     Baseline,
     baseline_image,
@@ -77,39 +77,37 @@ class _CurveMetric(Metric):
     def deletion_curve(self, maps, images, model, targets, cache) -> Tensor:
         """Target scores while the top-ranked pixels are replaced by the baseline, ``(B, S + 1)``:
         point ``s`` has the first ``s`` steps deleted (point 0 is the image itself)."""
-        key = ("deletion_curve", self.steps, str(self.baseline), self.softmax)
-        if cache is not None and key in cache:
-            return cache[key]
-        steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
-        n = int(steps.max()) + 2
-        curve = perturbed_scores(
-            model,
-            images,
-            baseline_image(images, self.baseline),
-            steps,
-            n,
-            targets,
-            softmax=self.softmax,
-            batch_size=self.batch_size,
-        ).double()
-        if cache is not None:
-            cache[key] = curve
-        return curve
+
+        def compute():
+            steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
+            n = int(steps.max()) + 2
+            curve = perturbed_scores(
+                model,
+                images,
+                baseline_image(images, self.baseline),
+                steps,
+                n,
+                targets,
+                softmax=self.softmax,
+                batch_size=self.batch_size,
+            ).double()
+            return curve
+
+        return cached(cache, ("deletion_curve", self.steps, str(self.baseline), self.softmax), compute)
 
     def insertion_curve(self, maps, images, model, targets, cache) -> Tensor:
         """Target scores while the top-ranked pixels are copied onto a blurred image, ``(B, S + 1)``."""
-        key = ("insertion_curve", self.steps, self.softmax)
-        if cache is not None and key in cache:
-            return cache[key]
-        steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
-        n = int(steps.max()) + 2
-        blurred = rise_blur(images)
-        curve = perturbed_scores(
-            model, blurred, images, steps, n, targets, softmax=self.softmax, batch_size=self.batch_size
-        ).double()
-        if cache is not None:
-            cache[key] = curve
-        return curve
+
+        def compute():
+            steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
+            n = int(steps.max()) + 2
+            blurred = rise_blur(images)
+            curve = perturbed_scores(
+                model, blurred, images, steps, n, targets, softmax=self.softmax, batch_size=self.batch_size
+            ).double()
+            return curve
+
+        return cached(cache, ("insertion_curve", self.steps, self.softmax), compute)
 
     def _inputs(self, maps, images, model, targets):
         images, model, targets = check_model_inputs(self.name, images, model, targets, maps)

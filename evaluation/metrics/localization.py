@@ -11,8 +11,13 @@ import torch
 from evaluation.base import Metric, flat, mark_undefined
 from evaluation.registry import register
 
-__all__ = ["AttributionLocalisation", "TopKIntersection", "RelevanceRankAccuracy", "RelevanceMassAccuracy",
-           "LocalisationAUC"]
+__all__ = [
+    "AttributionLocalisation",
+    "TopKIntersection",
+    "RelevanceRankAccuracy",
+    "RelevanceMassAccuracy",
+    "LocalisationAUC",
+]
 
 EMPTY = "empty ground-truth mask"
 

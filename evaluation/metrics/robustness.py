@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from attribution.methods.base import sample_generators
-from evaluation.base import Metric, flat, mark_undefined, normalise_by_max
+from evaluation.base import Metric, cached, flat, mark_undefined, normalise_by_max
 from evaluation.perturbation import check_model_inputs, class_scores, rows_per_pass
 from evaluation.registry import register
 
@@ -73,24 +73,26 @@ class _Robustness(Metric):
         return p + (q - p) * torch.rand(shape, generator=generator)
 
     def stats(self, maps, images, model, targets, explainer, seeds, cache) -> PerturbationStats:
-        key = ("perturbation_stats", self.noise, self.nr_samples, self.seed, self.uses_outputs)
-        if cache is not None and key in cache:
-            return cache[key]
+        """The distances of every perturbation, shared through ``cache`` by metrics drawing the same noise."""
         images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
         if explainer is None:
             raise ValueError(f"{self.name} needs an explainer (images, targets → maps) to re-explain perturbed inputs")
+        key = ("perturbation_stats", self.noise, self.nr_samples, self.seed, self.uses_outputs)
+        return cached(
+            cache, key, lambda: self._measure(maps.to(images.dtype), images, model, targets, explainer, seeds)
+        )
+
+    def _measure(self, maps, images, model, targets, explainer, seeds) -> PerturbationStats:
         b, n = len(images), self.nr_samples
         generators = sample_generators(self.seed, seeds, b)
-        maps = maps.to(images.dtype)
         logits = class_scores(model, images, softmax=False)
-        rows = [(i, j) for j in range(n) for i in range(b)]
+        rows = [i for _ in range(n) for i in range(b)]  # perturbation-major: sample i's j-th draw is its j-th
         columns: dict[str, list[Tensor]] = {f: [] for f in PerturbationStats.__dataclass_fields__}
         per_chunk = rows_per_pass(self.batch_size, images.device)
         for first in range(0, len(rows), per_chunk):
-            index = torch.tensor([i for i, _ in rows[first : first + per_chunk]], device=images.device)
-            noise = torch.stack(
-                [self.draw(generators[i], images.shape[1:]) for i, _ in rows[first : first + per_chunk]]
-            )
+            chunk = rows[first : first + per_chunk]
+            index = torch.tensor(chunk, device=images.device)
+            noise = torch.stack([self.draw(generators[i], images.shape[1:]) for i in chunk])
             x = images[index]
             x_new = (x + noise.to(images.device, images.dtype)).contiguous(memory_format=torch.channels_last)
             a, a_new = maps[index], explainer(x_new, targets[index]).to(images.dtype)
@@ -99,7 +101,7 @@ class _Robustness(Metric):
                     f"{self.name}: the explainer returned maps {tuple(a_new.shape[1:])}, expected {tuple(a.shape[1:])}"
                 )
             h = logits[index]
-            h_new = class_scores(model, x_new, softmax=False) if self.uses_outputs else h  # skip an unused forward pass
+            h_new = class_scores(model, x_new, softmax=False) if self.uses_outputs else h  # else skip a forward pass
             columns["explanation"].append(flat(a - a_new).norm(dim=1))
             columns["explanation_normalised"].append(flat(normalise_by_max(a) - normalise_by_max(a_new)).norm(dim=1))
             columns["explanation_relative"].append(flat(_relative(a, a_new)).norm(dim=1))
@@ -107,10 +109,7 @@ class _Robustness(Metric):
             columns["input_relative"].append(flat(_relative(x, x_new)).norm(dim=1))
             columns["logits"].append((h - h_new).double().norm(dim=1))
             columns["prediction_changed"].append(h.argmax(dim=1) != h_new.argmax(dim=1))
-        stats = PerturbationStats(**{f: torch.cat(v).reshape(n, b).T for f, v in columns.items()})
-        if cache is not None:
-            cache[key] = stats
-        return stats
+        return PerturbationStats(**{f: torch.cat(v).reshape(n, b).T for f, v in columns.items()})
 
 
 class _Sensitivity(_Robustness):
