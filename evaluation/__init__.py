@@ -1,8 +1,9 @@
 """Saliency metrics (plain torch, no Ray): a registry of the paper's metric suite.
 
-Built so far: complexity (Complexity, Sparseness, Effective Complexity) and localisation
-(Attribution Localisation, Top-K Intersection, Relevance Rank/Mass Accuracy, AUC). Faithfulness,
-robustness and classification metrics are still to come (issue 4).
+Faithfulness (Faithfulness Estimate, Pixel Flipping, Insertion, Deletion, Insertion−Deletion, IROF,
+Sufficiency, Infidelity, and the paper's CAM-level infidelity and completeness gap), robustness
+(Local Lipschitz, Max-/Avg-Sensitivity, RIS, ROS), complexity, localisation and classification
+(Opti-CAM's AD/AI/AG). ``create_metric(name)(maps, **inputs)`` gives one float64 per sample.
 """
 
 from evaluation import metrics  # noqa: F401  (registers the metrics)
