@@ -25,24 +25,25 @@ class _ChannelMetric(Metric):
     category, normalise = "faithfulness", False
     needs = frozenset({"model", "method"})
 
-    def weights(self, maps, images, model, targets, method, layer, weights, seeds) -> Tensor | None:
+    def __call__(
+        self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None, seeds=None, **_
+    ) -> Tensor:
         images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
         if method is None or layer is None:
             raise ValueError(f"{self.name} needs the method and its target layer (method=…, layer=…)")
-        if weights is not None:
-            return torch.as_tensor(weights, device=images.device)
-        if not isinstance(method, WeightedCAM):
-            return None
-        return method.channel_weights(model, layer, images, targets, seeds=seeds)
+        if weights is None and not isinstance(method, WeightedCAM):
+            undefined = torch.ones(len(maps), dtype=torch.bool, device=maps.device)
+            reason = f"{type(method).__name__} is not a channel-weighted CAM (Σ_k w_k A^k)"
+            return mark_undefined(
+                torch.zeros(len(maps), dtype=torch.float64, device=maps.device), undefined, self.name, reason
+            )
+        if weights is None:
+            weights = method.channel_weights(model, layer, images, targets, seeds=seeds)
+        return self.score(torch.as_tensor(weights, device=images.device).double(), model, layer, images, targets)
 
-    def undefined(self, batch: int, method, device) -> Tensor:
-        values = torch.zeros(batch, dtype=torch.float64, device=device)
-        return mark_undefined(
-            values,
-            torch.ones(batch, dtype=torch.bool, device=device),
-            self.name,
-            f"{type(method).__name__} is not a channel-weighted CAM (Σ_k w_k A^k)",
-        )
+    def score(self, weights: Tensor, model, layer: str, images: Tensor, targets: Tensor) -> Tensor:
+        """The metric of channel weights ``(B, K)``."""
+        raise NotImplementedError
 
 
 @register
@@ -65,14 +66,9 @@ class CAMInfidelity(_ChannelMetric):
             reference=reference, n_perturbations=n_perturbations, seed=seed, batch_size=batch_size
         )
 
-    def __call__(
-        self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None, seeds=None, **_
-    ) -> Tensor:
-        w = self.weights(maps, images, model, targets, method, layer, weights, seeds)
-        if w is None:
-            return self.undefined(len(maps), method, maps.device)
+    def score(self, weights, model, layer, images, targets) -> Tensor:
         fit = self.probe.regression(model, layer, images, targets)
-        return cam_infidelity(w.double(), fit.perturbations.double(), fit.deltas.double())
+        return cam_infidelity(weights, fit.perturbations.double(), fit.deltas.double())
 
 
 @register
@@ -85,15 +81,13 @@ class CompletenessGap(_ChannelMetric):
 
     name, direction = "completeness_gap", "lower"
 
-    def __call__(
-        self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None, seeds=None, **_
-    ) -> Tensor:
-        w = self.weights(maps, images, model, targets, method, layer, weights, seeds)
-        if w is None:
-            return self.undefined(len(maps), method, maps.device)
+    def score(self, weights, model, layer, images, targets) -> Tensor:
         split = split_at(model, layer)
         base = forward_pass(split, images, targets)
         with torch.no_grad():
-            change = (base.target_scores() - base.scaled_scores(split, torch.zeros_like(w[:1]))[:, 0]).double()
-        gap = (w.double().sum(dim=1) - change).abs() / torch.where(change != 0, change.abs(), torch.ones_like(change))
+            change = (
+                base.target_scores()
+                - base.scaled_scores(split, torch.zeros_like(weights[:1], dtype=base.feats.dtype))[:, 0]
+            ).double()
+        gap = (weights.sum(dim=1) - change).abs() / torch.where(change != 0, change.abs(), torch.ones_like(change))
         return mark_undefined(gap, change == 0, self.name, "g(1) = g(0): the layer does not change the target score")
