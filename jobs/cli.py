@@ -53,6 +53,49 @@ def explain(images, model_name, weights, layer, methods, params, out, device) ->
     click.echo(f"wrote {path}")
 
 
+@main.command()
+@click.argument("spec", default="demo")
+@click.option("--out", default=None, help="run directory, local or s3:// / gs:// (default: the spec's, runs/<name>)")
+@click.option("--address", default=None, help="a running Ray cluster (default: start Ray embedded in this process)")
+@click.option("--path", "paths", multiple=True, metavar="KEY=VALUE",
+              help="override a spec path used in {placeholders}, e.g. --path data=s3://bucket/manifests")
+@click.option("--report/--no-report", default=True, show_default=True, help="write the rank tables when done")
+def run(spec, out, address, paths, report) -> None:
+    """Run (or resume) the grid SPEC: a preset name or a YAML file.
+
+    \b
+    Presets: demo (offline, a few minutes on a laptop), fine_grained_40, imagenet, coco_localization,
+    cifar10_infidelity. Rerunning the same command resumes: finished cells and shards are skipped.
+    """
+    from jobs.pipeline import GridFailedError, run_grid
+    from jobs.spec import SpecError, load_spec
+
+    overrides = {}
+    for item in paths:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--path")
+        overrides[key] = value
+    import logging
+
+    logging.getLogger("evaluation").setLevel(logging.ERROR)  # NaN reasons: the report's nan_report.csv
+    try:
+        grid = load_spec(spec, overrides)
+        location = out or grid.output.format(name=grid.name)
+        summary = run_grid(grid, location, address=address, echo=click.echo)
+    except (SpecError, FileNotFoundError, ValueError, ConnectionError, GridFailedError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"run {summary.run} finished in {summary.seconds:.1f} s → {summary.location}")
+    if report and "://" not in summary.location:
+        from storage.report import write_report
+
+        written = write_report(summary.location)
+        click.echo(f"rank tables: {written['table12b_ranks'][0].parent}")
+        markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
+        if markdown is not None:
+            click.echo(markdown.read_text())
+
+
 @main.group()
 def manifest() -> None:
     """Build and inspect Parquet image manifests."""

@@ -181,6 +181,21 @@ class WeightedCAM(CAMMethod):
         check_images(images)
         return self._weights(split_at(model, layer, layout), images, targets, seeds)[0]
 
+    def maps_and_weights(
+        self,
+        model: nn.Module,
+        layer: str,
+        images: Tensor,
+        targets: Targets = None,
+        *,
+        seeds: Tensor | Sequence[int] | None = None,
+        layout: FeatureLayout | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The raw maps ``(B, U, V)`` and the channel weights ``(B, K)`` that make them, from one computation."""
+        check_images(images)
+        weights, maps = self._weights(split_at(model, layer, layout), images, targets, seeds)
+        return weighted_sum(weights, maps), weights
+
     def _maps(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> Tensor:
         weights, maps = self._weights(split, images, targets, seeds)
         return weighted_sum(weights, maps)

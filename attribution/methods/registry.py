@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from attribution.methods.base import CAMMethod
 
-__all__ = ["register", "create_method", "method_names", "UnknownMethodError"]
+__all__ = ["register", "create_method", "method_class", "method_names", "UnknownMethodError"]
 
 _METHODS: dict[str, type[CAMMethod]] = {}
 
@@ -39,14 +39,20 @@ def method_names() -> list[str]:
     return list(_METHODS)
 
 
-def create_method(name: str, **params: Any) -> CAMMethod:
-    """Instantiate the method ``name`` with ``params``; errors name the bad method or parameter."""
+def method_class(name: str) -> type[CAMMethod]:
+    """The class registered as ``name`` (case and ``-``/``_`` insensitive); unknown names are an error."""
     key = name.lower().replace("-", "_")
     if key not in _METHODS:
         close = difflib.get_close_matches(key, _METHODS, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UnknownMethodError(f"unknown method {name!r}.{hint} Known methods: {', '.join(_METHODS)}")
-    cls = _METHODS[key]
+    return _METHODS[key]
+
+
+def create_method(name: str, **params: Any) -> CAMMethod:
+    """Instantiate the method ``name`` with ``params``; errors name the bad method or parameter."""
+    cls = method_class(name)
+    key = cls.name
     accepted = inspect.signature(cls.__init__).parameters
     unknown = [p for p in params if p not in accepted]
     if unknown:

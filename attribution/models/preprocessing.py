@@ -50,6 +50,14 @@ class Preprocessing:
         """A PIL image → a normalised ``(3, crop, crop)`` tensor."""
         return self.transform()(image.convert("RGB"))
 
+    def mask(self, mask) -> Tensor:
+        """A boolean ``(H, W)`` object mask through the same resize and crop as its image: ``(crop, crop)`` bool."""
+        from torchvision.transforms.v2 import functional as F
+
+        tensor = torch.as_tensor(mask, dtype=torch.uint8)[None]
+        tensor = F.resize(tensor, [self.resize], interpolation=InterpolationMode.NEAREST)
+        return F.center_crop(tensor, [self.crop])[0].bool()
+
     def denormalize(self, images: Tensor) -> Tensor:
         """Normalised ``(B, 3, H, W)`` → [0, 1] RGB, for display."""
         mean = torch.tensor(self.mean, device=images.device)[:, None, None]

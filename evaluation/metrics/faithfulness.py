@@ -303,9 +303,15 @@ class Sufficiency(Metric):
     def __init__(self, threshold: float = 0.6):
         self.threshold = threshold
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
+    def __call__(self, maps, *, images=None, model=None, targets=None, predicted=None, **_) -> Tensor:
+        """``predicted`` (B,): the model's classes, when the caller has them (then no model is needed)."""
         maps = self.prepare(maps)
-        images, model, _ = check_model_inputs(self.name, images, model, None, maps, need_targets=False)
+        if predicted is None:
+            images, model, _ = check_model_inputs(self.name, images, model, None, maps, need_targets=False)
+            predicted = class_scores(model, images, softmax=False).argmax(dim=1)
+        predicted = torch.as_tensor(predicted, device=maps.device)
+        if predicted.shape != (len(maps),):
+            raise ValueError(f"{self.name}: predicted must hold one class per map, got shape {tuple(predicted.shape)}")
         a = flat(maps)
         variance = a.var(dim=0, unbiased=True) if len(a) > 1 else torch.zeros_like(a[0])
         keep = variance > 0
@@ -314,7 +320,6 @@ class Sufficiency(Metric):
         peak = distance.max()
         distance = distance / peak if peak > 0 else distance
         close = (distance <= self.threshold) & ~torch.eye(len(a), dtype=torch.bool, device=a.device)
-        predicted = class_scores(model, images, softmax=False).argmax(dim=1).to(a.device)
         same = (predicted[None] == predicted[:, None]) & close
         neighbours = close.sum(dim=1)
         share = same.sum(dim=1) / neighbours.clamp(min=1)

@@ -19,7 +19,7 @@ from PIL import Image
 from storage.builders.common import Candidate, DatasetIndex, build_manifest
 from storage.manifest import Manifest, read_manifest
 
-VERSION = "1"
+VERSION = "2"  # 2: four images per shard, so the demo grid streams several shards
 
 # scikit-image loader name → ImageNet classes the photo shows; the first is the manifest label
 SAMPLE_PHOTOS: dict[str, tuple[int, ...]] = {
@@ -103,4 +103,4 @@ def demo_manifest(location: str | os.PathLike | None = None) -> Manifest:
         manifest = read_manifest(location)
         if manifest.metadata.get("builder_version") == VERSION:
             return manifest
-    return build_manifest(index_demo(), location, n=None, seed=0, builder="demo", builder_version=VERSION)
+    return build_manifest(index_demo(), location, n=None, seed=0, shard_size=4, builder="demo", builder_version=VERSION)

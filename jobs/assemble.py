@@ -1,0 +1,115 @@
+"""Driver side of a cell: gather the actors' rows per manifest shard and write each finished shard once.
+
+Rows arrive in whatever order and grouping Ray Data produces; a retried task may deliver the
+same (image, method) twice. Rows are keyed by (shard, image, method), so a repeat replaces its
+twin (results are deterministic) and nothing is counted twice. When a shard holds every expected
+(image, method), its pooled metrics (Sufficiency: the pool is the shard) are computed, and its
+saliency and score parts are written atomically through :class:`storage.results.RunStore` — one
+file per (cell, shard), replaced, never appended. A shard that is still incomplete when the
+pipeline fails is simply not written, and the rerun redoes it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from attribution.postprocess import relu, upsample
+from evaluation import create_metric
+from jobs.evaluate import pooled_metrics
+from jobs.plan import CellPlan
+from storage.results import SCORES_SCHEMA, RunStore, saliency_table
+
+__all__ = ["ShardAssembler"]
+
+
+@dataclass
+class ShardAssembler:
+    """Collects one cell's output rows and writes every shard as soon as it is complete."""
+
+    store: RunStore
+    plan: CellPlan
+    pending: set[int]  # shards still to write in this attempt
+    rows: dict[int, dict[tuple[str, str], dict]] = field(default_factory=dict)
+    written: list[int] = field(default_factory=list)
+    bytes_written: int = 0
+    write_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.pooled = {name: create_metric(name, **self.plan.metrics[name]) for name in pooled_metrics(self.plan)}
+        self.methods = list(self.plan.methods)
+        self._complete = 0
+        self._per_image: dict[tuple[int, str], int] = {}
+
+    @property
+    def images_done(self) -> int:
+        """Images with every method's row in, written or not."""
+        return self._complete
+
+    def add(self, batch: pa.Table) -> list[int]:
+        """Take a batch of output rows; returns the shards this completed and wrote."""
+        finished = []
+        for row in batch.to_pylist():
+            shard = row["shard"]
+            if row["image_id"] not in self.plan.images.get(shard, ()):
+                raise ValueError(
+                    f"cell {self.plan.name}: unexpected row for image {row['image_id']!r} of shard {shard}"
+                )
+            if shard not in self.pending:  # a retried task repeating rows of a shard already written
+                continue
+            rows = self.rows.setdefault(shard, {})
+            key = (row["image_id"], row["method"])
+            if key not in rows:  # a retried task's repeat replaces its twin without counting twice
+                self._per_image[(shard, row["image_id"])] = self._per_image.get((shard, row["image_id"]), 0) + 1
+                self._complete += self._per_image[(shard, row["image_id"])] == len(self.methods)
+            rows[key] = row
+            if len(self.rows[shard]) == len(self.plan.images[shard]) * len(self.methods):
+                finished.append(shard)
+        for shard in finished:
+            self._write(shard)
+        return finished
+
+    def _write(self, shard: int) -> None:
+        start = time.perf_counter()
+        rows = self.rows.pop(shard)
+        ids = list(self.plan.images[shard])
+        saliency, scores = [], []
+        for method in self.methods:
+            group = [rows[(image_id, method)] for image_id in ids]
+            height, width = group[0]["map_height"], group[0]["map_width"]
+            maps = np.stack([np.frombuffer(r["map"], dtype="<f4").reshape(height, width) for r in group])
+            targets = [r["target"] for r in group]
+            saliency.append(saliency_table(self.plan.run, method, ids, targets, maps, [r["seconds"] for r in group]))
+            columns = {"image_id": [], "target": [], "metric": [], "value": [], "seconds": []}
+            for name in self.plan.metrics:
+                if name in self.pooled:
+                    values, seconds = self._pooled(name, maps, [r["predicted"] for r in group])
+                else:
+                    values = [r[f"score:{name}"] for r in group]
+                    seconds = [r[f"time:{name}"] for r in group]
+                columns["image_id"] += ids
+                columns["target"] += targets
+                columns["metric"] += [name] * len(ids)
+                columns["value"] += [float("nan") if v is None else v for v in values]
+                columns["seconds"] += seconds
+            count = len(columns["image_id"])
+            scores.append(
+                pa.table({"run": [self.plan.run] * count, "method": [method] * count, **columns}, schema=SCORES_SCHEMA)
+            )
+        self.bytes_written += self.store.write_shard(
+            self.plan.dataset, self.plan.architecture, shard, pa.concat_tables(saliency), pa.concat_tables(scores)
+        )
+        self.pending.discard(shard)
+        self.written.append(shard)
+        self.write_seconds += time.perf_counter() - start
+
+    def _pooled(self, name: str, coarse: np.ndarray, predicted: list[int]) -> tuple[list[float], list[float]]:
+        """A pooled metric over the shard's maps, upsampled exactly as the actors upsample them."""
+        start = time.perf_counter()
+        maps = upsample(relu(torch.from_numpy(coarse.copy())), self.plan.map_size)
+        values = self.pooled[name](maps, predicted=torch.tensor(predicted)).tolist()
+        return values, [(time.perf_counter() - start) / len(values)] * len(values)

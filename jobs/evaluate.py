@@ -1,0 +1,223 @@
+"""The per-batch work of a cell: decode images, compute every method's maps and every metric's scores.
+
+:class:`CellEvaluator` is the callable class that Ray Data's ``map_batches`` runs in an actor pool
+(it does not import Ray, so it runs in a notebook too). It loads its model once, on the GPU Ray
+assigned it when there is one, and turns a batch of manifest rows into one output row per
+(image, method): the raw coarse map (float32), the seconds it took, and one column per metric
+score (``score:<metric>``) and time (``time:<metric>``). Pooled metrics (Sufficiency) compare the
+images of a whole shard, so the driver computes them once the shard is complete
+(:mod:`jobs.assemble`); the batch carries the predicted classes they need.
+
+Seeds: every random draw of a method or metric for an image comes from
+``image_seed(run seed, dataset, architecture, image_id)``, so results do not depend on the batch
+size, the shard order or the number of actors.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from attribution.methods import WeightedCAM, create_method
+from attribution.methods.registry import method_class
+from attribution.models import load_model
+from attribution.postprocess import check_finite, relu, upsample
+from evaluation import create_metric
+from evaluation.registry import metric_class
+from jobs.plan import CellPlan, image_seed, preprocessing_for
+from jobs.spec import ArchitectureSpec
+from storage.manifest import decode_image, ground_truth_mask
+
+__all__ = ["CellEvaluator", "output_schema", "pooled_metrics"]
+
+
+def pooled_metrics(plan: CellPlan) -> list[str]:
+    """The plan's metrics that score a whole shard at once (computed by the driver)."""
+    return [name for name in plan.metrics if metric_class(name).pooled]
+
+
+def output_schema(plan: CellPlan) -> pa.Schema:
+    """One row per (image, method): the raw map, its time, and every per-batch metric's score and time."""
+    fields = [
+        pa.field("image_id", pa.string()),
+        pa.field("shard", pa.int32()),
+        pa.field("method", pa.string()),
+        pa.field("target", pa.int64()),
+        pa.field("predicted", pa.int64()),
+        pa.field("map_height", pa.int32()),
+        pa.field("map_width", pa.int32()),
+        pa.field("map", pa.binary()),
+        pa.field("seconds", pa.float64()),
+    ]
+    for name in plan.metrics:
+        if name not in pooled_metrics(plan):
+            fields += [pa.field(f"score:{name}", pa.float64()), pa.field(f"time:{name}", pa.float64())]
+    return pa.schema(fields)
+
+
+def _default_threads() -> int:
+    """CPU threads for torch in this actor: Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs."""
+    return max(1, int(os.environ.get("CAMGRID_TORCH_THREADS", "0")) or os.cpu_count() or 1)
+
+
+class CellEvaluator:
+    """Ray Data ``map_batches`` callable: a batch of manifest rows → one row per (image, method)."""
+
+    def __init__(self, plan: CellPlan, torch_threads: int | None = None):
+        self.plan = plan
+        # NaN reasons stay out of the driver's console: the report's nan_report.csv lists every undefined score
+        logging.getLogger("evaluation").setLevel(os.environ.get("CAMGRID_METRIC_LOG_LEVEL", "ERROR"))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(torch_threads or _default_threads())
+        self.loaded = load_model(
+            plan.model, plan.weights, layer=plan.layer, num_classes=plan.num_classes, device=self.device
+        )
+        self.preprocessing = preprocessing_for(
+            ArchitectureSpec(plan.architecture, plan.model, plan.weights, plan.layer, plan.input_size, plan.num_classes)
+        )
+        reference = self._reference_images()
+        black = tuple(-m / s for m, s in zip(self.preprocessing.mean, self.preprocessing.std))
+        self.methods = {
+            name: create_method(name, **self._with_defaults(create_method, name, params, reference, black))
+            for name, params in plan.methods.items()
+        }
+        pooled = set(pooled_metrics(plan))
+        self.metrics = {
+            name: create_metric(name, **self._with_defaults(create_metric, name, params, reference, black))
+            for name, params in plan.metrics.items()
+            if name not in pooled
+        }
+        self.schema = output_schema(plan)
+
+    def _reference_images(self) -> torch.Tensor | None:
+        if not self.plan.references:
+            return None
+        images = [self.preprocessing(decode_image(row)) for row in self.plan.references]
+        return torch.stack(images).to(self.device)
+
+    @staticmethod
+    def _with_defaults(factory, name: str, params, reference, black) -> dict[str, Any]:
+        """The spec's parameters plus what the job supplies: the reference set and the model's true black."""
+        cls = method_class(name) if factory is create_method else metric_class(name)
+        accepted = inspect.signature(cls.__init__).parameters
+        params = dict(params)
+        if "reference" in accepted and "reference" not in params:
+            if reference is None and name in ("expected_gradcam", "cam_infidelity"):
+                raise ValueError(f"{name} needs reference images: set 'references' in the grid spec")
+            params["reference"] = reference
+        if "baseline" in accepted and "baseline" not in params:
+            params["baseline"] = black  # the image that is black after normalisation, as (x − mean) / std
+        return params
+
+    # -- one batch ------------------------------------------------------------------------------------
+
+    def _decode(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
+        images = torch.stack([self.preprocessing(decode_image(row)) for row in rows]).to(self.device)
+        masks = [ground_truth_mask(row) for row in rows]
+        has_mask = [m is not None for m in masks]
+        stacked = None
+        if any(has_mask):
+            size = images.shape[-2:]
+            stacked = torch.stack(
+                [self.preprocessing.mask(m) if m is not None else torch.zeros(size, dtype=torch.bool) for m in masks]
+            ).to(self.device)
+        return images, stacked, has_mask
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        ids = [row["image_id"] for row in rows]
+        images, masks, has_mask = self._decode(rows)
+        seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
+        model, layer, layout = self.loaded.model, self.loaded.layer, self.loaded.layout
+        with torch.no_grad():
+            predicted = model(images).argmax(dim=1)
+        if self.plan.targets is None:
+            targets = predicted
+        else:
+            targets = torch.tensor([self.plan.targets[row["label"]] for row in rows], device=self.device)
+        columns: dict[str, list] = {name: [] for name in self.schema.names}
+        for name, method in self.methods.items():
+            start = time.perf_counter()
+            try:
+                if isinstance(method, WeightedCAM):
+                    raw, weights = method.maps_and_weights(model, layer, images, targets, seeds=seeds, layout=layout)
+                else:
+                    raw, weights = method(model, layer, images, targets, seeds=seeds, layout=layout), None
+                check_finite(raw)
+            except ValueError as err:
+                raise ValueError(f"cell {self.plan.name}, method {name}, images {ids}: {err}") from err
+            raw = raw.detach()
+            maps = upsample(relu(raw), images.shape[-2:])
+            seconds = (time.perf_counter() - start) / len(rows)
+            scores = self._score(name, method, maps, weights, images, targets, masks, has_mask, seeds)
+            coarse = raw.float().cpu().numpy()
+            columns["image_id"] += ids
+            columns["shard"] += [row["shard"] for row in rows]
+            columns["method"] += [name] * len(rows)
+            columns["target"] += targets.tolist()
+            columns["predicted"] += predicted.tolist()
+            columns["map_height"] += [coarse.shape[1]] * len(rows)
+            columns["map_width"] += [coarse.shape[2]] * len(rows)
+            columns["map"] += [m.astype("<f4").tobytes() for m in coarse]
+            columns["seconds"] += [seconds] * len(rows)
+            for metric, (values, metric_seconds) in scores.items():
+                columns[f"score:{metric}"] += values
+                columns[f"time:{metric}"] += [metric_seconds] * len(rows)
+        return pa.table(columns, schema=self.schema)
+
+    def _score(self, method_name, method, maps, weights, images, targets, masks, has_mask, seeds):
+        """Every per-batch metric of one method's maps: ``metric → (values, seconds per image)``."""
+        model, layer, layout = self.loaded.model, self.loaded.layer, self.loaded.layout
+
+        def explainer(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return upsample(relu(method(model, layer, x, t, layout=layout).detach()), x.shape[-2:])
+
+        cache: dict = {}
+        out = {}
+        for name, metric in self.metrics.items():
+            start = time.perf_counter()
+            inputs = dict(
+                images=images,
+                model=model,
+                targets=targets,
+                explainer=explainer,
+                seeds=seeds,
+                method=method,
+                layer=layer,
+                weights=weights,
+            )
+            if "masks" in metric.needs and not all(has_mask):
+                values = self._on_masked(metric, maps, masks, has_mask, inputs)
+            else:
+                values = metric(maps, masks=masks, cache=cache, **inputs).cpu().tolist()
+            out[name] = (values, (time.perf_counter() - start) / len(maps))
+        return out
+
+    @staticmethod
+    def _on_masked(metric, maps, masks, has_mask, inputs) -> list[float]:
+        """A localisation metric on the images that have a ground-truth mask; NaN (logged) for the others."""
+        values = [float("nan")] * len(maps)
+        keep = [i for i, present in enumerate(has_mask) if present]
+        logging.getLogger("evaluation").warning(
+            "%s undefined for samples %s: no ground-truth mask",
+            metric.name,
+            [i for i, present in enumerate(has_mask) if not present],
+        )
+        if keep:
+            index = torch.tensor(keep)
+            subset = {
+                k: (v[index.to(v.device)] if isinstance(v, torch.Tensor) else v)
+                for k, v in inputs.items()
+                if k != "weights"
+            }
+            scored = metric(maps[index.to(maps.device)], masks=masks[index.to(masks.device)], **subset).cpu().tolist()
+            for i, value in zip(keep, scored):
+                values[i] = value
+        return values

@@ -1,0 +1,300 @@
+"""The Ray job: stream every cell's manifest shards through an actor pool and write the results.
+
+Per cell (dataset × architecture)::
+
+    ray.data.read_parquet(pending shard files, filter = the cell's images)
+      .repartition(target_num_rows_per_block = batch size)       # small files are read as one unit
+      .map_batches(CellEvaluator, compute=ActorPoolStrategy(size=actors_per_cell),
+                   num_gpus=1 when the cluster has GPUs, batch_size=B)
+      → the driver's ShardAssembler writes each complete (cell, shard) part atomically
+
+Cells run concurrently (``resources.concurrent_cells``, by default one per GPU) so a large grid
+keeps every GPU busy. A rerun with the same spec and output resumes: finished cells (success
+marker) and shards (both parts present) are skipped, a half-done shard is redone. A cell whose
+pipeline fails (an actor's exception, a lost node) is rerun up to ``resources.retries`` times,
+each rerun resuming from the shards already written; actors killed mid-run are restarted by Ray
+and their tasks retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from jobs.assemble import ShardAssembler
+from jobs.evaluate import CellEvaluator
+from jobs.plan import IMAGE_COLUMNS, CellPlan, plan_cells
+from jobs.progress import CellProgress, GridProgress
+from jobs.spec import GridSpec
+from storage.results import RunStore, run_record
+
+__all__ = ["RunSummary", "GridFailedError", "run_grid", "start_ray", "Placement", "placement"]
+
+log = logging.getLogger("camgrid.job")
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+class GridFailedError(RuntimeError):
+    """Some cells did not finish; what was written stays, and a rerun resumes."""
+
+
+@dataclass
+class RunSummary:
+    run: str
+    location: str
+    cells: dict[str, CellProgress]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # driver-side: planning, ray start, writing
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources of each actor and how many cells run at once."""
+
+    actors_per_cell: int
+    gpus_per_actor: float
+    cpus_per_actor: float
+    concurrent_cells: int
+    torch_threads: int
+
+
+def placement(spec: GridSpec, cluster: dict[str, float]) -> Placement:
+    """Resolve the spec's ``auto`` resources against the cluster's (``ray.cluster_resources()``).
+
+    With GPUs: one GPU and one CPU per actor, as many cells at once as the GPUs allow. Without:
+    a fractional CPU per actor (a whole CPU each can starve Ray Data's read tasks on a 2-core
+    machine), one cell at a time, and torch threads spread over the node's cores.
+    """
+    res = spec.resources
+    gpus = cluster.get("GPU", 0.0)
+    gpus_per_actor = (1.0 if gpus >= 1 else 0.0) if res.gpus_per_actor == "auto" else float(res.gpus_per_actor)
+    if gpus_per_actor > gpus:
+        raise ValueError(f"resources.gpus_per_actor = {gpus_per_actor} but the cluster has {gpus:g} GPUs")
+    if res.concurrent_cells != "auto":
+        concurrent = int(res.concurrent_cells)
+    elif gpus_per_actor > 0:
+        concurrent = max(1, int(gpus // (gpus_per_actor * res.actors_per_cell)))
+    else:
+        concurrent = 1
+    if res.cpus_per_actor != "auto":
+        cpus_per_actor = float(res.cpus_per_actor)
+    else:
+        cpus_per_actor = 1.0 if gpus_per_actor > 0 else 0.5
+    actors = max(1, concurrent * res.actors_per_cell)
+    threads = max(1, (os.cpu_count() or 1) // actors) if gpus_per_actor == 0 else 1
+    return Placement(res.actors_per_cell, gpus_per_actor, cpus_per_actor, concurrent, threads)
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (a running cluster), or start Ray embedded in this process.
+
+    Embedded Ray's workers get this package's folder on ``PYTHONPATH`` (they do not see the
+    driver's ``sys.path``); on a cluster the package is installed (``cluster.yaml``) or shipped
+    with ``ray job submit --working-dir``. Token authentication, on by default for clusters
+    started by Ray 2.60, needs the cluster's token here (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:
+            raise ConnectionError(
+                f"cannot join the Ray cluster at {address}: {err}. If the cluster uses token authentication "
+                "(the default since Ray 2.52), set RAY_AUTH_TOKEN to its token (`ray get-auth-token` on the head)"
+            ) from err
+        return
+    python_path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=num_cpus, runtime_env={"env_vars": {"PYTHONPATH": python_path}}, **quiet)
+
+
+def _configure_data(spec: GridSpec) -> None:
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.execution_no_progress_timeout_s = spec.resources.no_progress_timeout_s
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.enable_operator_progress_bars = False
+
+
+def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement):
+    import ray.data
+    from ray.data import ActorPoolStrategy
+    from ray.data.expressions import col
+
+    from storage.files import resolve
+
+    filesystem, _ = resolve(plan.files[shards[0]])
+    paths = [resolve(plan.files[s])[1] for s in shards]
+    wanted = sorted(i for s in shards for i in plan.images[s])
+    read = ray.data.read_parquet(paths, filesystem=filesystem, columns=IMAGE_COLUMNS).filter(
+        expr=col("image_id").is_in(wanted)
+    )
+    return read.repartition(target_num_rows_per_block=plan.batch_size).map_batches(
+        CellEvaluator,
+        fn_constructor_kwargs={"plan": plan, "torch_threads": place.torch_threads},
+        batch_size=plan.batch_size,
+        batch_format="pyarrow",
+        zero_copy_batch=True,
+        compute=ActorPoolStrategy(size=place.actors_per_cell),
+        num_gpus=place.gpus_per_actor or None,
+        num_cpus=place.cpus_per_actor,
+    )
+
+
+def _root_cause(err: BaseException) -> str:
+    cause = getattr(err, "cause", None) or err.__cause__
+    while cause is not None and (getattr(cause, "cause", None) or cause.__cause__) is not None:
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return f"{type(cause or err).__name__}: {cause or err}".splitlines()[0][:500]
+
+
+def _run_cell(store: RunStore, plan: CellPlan, place: Placement, retries: int, progress: GridProgress) -> CellProgress:
+    cell = progress.cell(plan.name, plan.total)
+    if store.cell_done(plan.dataset, plan.architecture) is not None:
+        cell.skipped, cell.status = plan.total, "done (resumed)"
+        progress.update(cell, force=True)
+        return cell
+    stats = {"bytes": 0, "write_seconds": 0.0}
+    written: set[int] = set()
+    for attempt in range(retries + 1):
+        done = store.done_shards(plan.dataset, plan.architecture) & set(plan.images)
+        pending = sorted(set(plan.images) - done)
+        if attempt == 0:
+            cell.skipped = sum(len(plan.images[s]) for s in done)
+        if not pending:
+            break
+        cell.attempts, cell.status = attempt + 1, "running"
+        assembler = ShardAssembler(store, plan, set(pending))
+        written_before = sum(len(plan.images[s]) for s in written)
+        try:
+            for batch in _cell_dataset(plan, pending, place).iter_batches(batch_size=None, batch_format="pyarrow"):
+                wrote = assembler.add(batch)
+                cell.done = written_before + assembler.images_done
+                progress.update(cell, force=bool(wrote))
+        except Exception as err:  # noqa: BLE001 - any pipeline failure: resume from the written shards
+            cell.error = _root_cause(err)
+            log.warning("cell %s attempt %d failed: %s", plan.name, attempt + 1, cell.error)
+            progress.echo(
+                f"[{plan.name}] attempt {attempt + 1} failed: {cell.error}"
+                + ("; resuming" if attempt < retries else "")
+            )
+        finally:
+            written.update(assembler.written)
+            cell.done = sum(len(plan.images[s]) for s in written)
+            stats["bytes"] += assembler.bytes_written
+            stats["write_seconds"] += assembler.write_seconds
+    missing = sorted(set(plan.images) - store.done_shards(plan.dataset, plan.architecture))
+    cell.finished = time.perf_counter()
+    if missing:
+        cell.status = f"failed ({len(missing)} shards missing)"
+        progress.update(cell, force=True)
+        return cell
+    cell.status, cell.error = "done", None
+    store.mark_cell_done(
+        plan.dataset,
+        plan.architecture,
+        {
+            "images": plan.total,
+            "shards": sorted(plan.images),
+            "seconds": cell.elapsed,
+            "attempts": cell.attempts,
+            "bytes_written": stats["bytes"],
+            "write_seconds": stats["write_seconds"],
+            "placement": place.__dict__,
+        },
+    )
+    progress.update(cell, force=True)
+    return cell
+
+
+def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) -> None:
+    """Write ``run.json``, or check that an existing one describes the same grid (a resume)."""
+    from evaluation import metric_directions
+
+    try:
+        existing = store.read_record()
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if existing.get("fingerprint") != spec.fingerprint():
+            raise ValueError(
+                f"{store.location} holds run {existing.get('run')!r} of a different grid spec; "
+                "give another --out (or the same spec to resume it)"
+            )
+        return
+    directions = metric_directions()
+    record = run_record(run, spec.to_dict(), spec.seed)
+    record.update(
+        fingerprint=spec.fingerprint(),
+        metric_directions={m: directions[m] for m in spec.metrics},
+        cells=[
+            {
+                "dataset": p.dataset,
+                "architecture": p.architecture,
+                "images": p.total,
+                "shards": sorted(p.images),
+                "references": [r["image_id"] for r in p.references],
+                "weights": p.weights,
+            }
+            for p in plans
+        ],
+    )
+    store.write_record(record)
+
+
+def run_grid(
+    spec: GridSpec,
+    out: str | os.PathLike,
+    *,
+    address: str | None = None,
+    echo: Callable[[str], None] = print,
+    num_cpus: int | None = None,
+) -> RunSummary:
+    """Run (or resume) every cell of ``spec`` into the run directory ``out``.
+
+    Raises :class:`GridFailedError` naming the cells that did not finish after their retries;
+    everything written stays in ``out`` and a rerun resumes it.
+    """
+    import ray
+
+    started = time.perf_counter()
+    store = RunStore(os.fspath(out))
+    run = f"{spec.name}-{spec.fingerprint()}"
+    plans = plan_cells(spec, run)
+    _record(spec, store, run, plans)
+    timings = {"plan": time.perf_counter() - started}
+    start_ray(address, num_cpus)
+    timings["ray_start"] = time.perf_counter() - started - timings["plan"]
+    _configure_data(spec)
+    place = placement(spec, ray.cluster_resources())
+    echo(
+        f"run {run}: {len(plans)} cells, {sum(p.total for p in plans)} images, {len(spec.methods)} methods, "
+        f"{len(spec.metrics)} metrics → {store.location}"
+    )
+    echo(
+        f"placement: {place.concurrent_cells} cell(s) at once, {place.actors_per_cell} actor(s) per cell, "
+        f"{place.gpus_per_actor:g} GPU + {place.cpus_per_actor:g} CPU per actor"
+    )
+    progress = GridProgress(echo)
+    with ThreadPoolExecutor(max_workers=place.concurrent_cells, thread_name_prefix="camgrid-cell") as pool:
+        cells = list(pool.map(lambda p: _run_cell(store, p, place, spec.resources.retries, progress), plans))
+    summary = RunSummary(run, store.location, {c.name: c for c in cells}, time.perf_counter() - started, timings)
+    echo(progress.summary())
+    failed = [c for c in cells if not c.status.startswith("done")]
+    if failed:
+        raise GridFailedError(
+            f"{len(failed)} of {len(cells)} cells did not finish: "
+            + "; ".join(f"{c.name}: {c.error}" for c in failed)
+            + f". Results so far are in {store.location}; rerun the same command to resume."
+        )
+    return summary
