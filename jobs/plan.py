@@ -138,14 +138,10 @@ def _select(spec: GridSpec, manifest: Manifest) -> tuple[list[dict[str, Any]], d
             f"{spec.source}: references: {spec.references} of the manifest's {len(rows)} images "
             "would leave none to explain"
         )
-    pick = lambda items, n, salt: select_stratified(
-        items,
-        n,
-        spec.seed + salt,
-        label=lambda r: r["label"],  # noqa: E731
-        key=lambda r: r["image_id"],
-        accept=lambda r: r,
-    )
+    def pick(items: list[dict[str, Any]], n: int | None, salt: int) -> list[dict[str, Any]]:
+        return select_stratified(items, n, spec.seed + salt, label=lambda r: r["label"], key=lambda r: r["image_id"],
+                                 accept=lambda r: r)
+
     reference_ids = {r["image_id"] for r in pick(rows, spec.references, 0)} if spec.references else set()
     chosen = pick([r for r in rows if r["image_id"] not in reference_ids], spec.samples, 1)
     images: dict[int, list[str]] = {}
