@@ -19,6 +19,7 @@ and their tasks retried.
 from __future__ import annotations
 
 import logging
+import re
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -126,7 +127,7 @@ def _configure_data(spec: GridSpec) -> None:
     context.enable_operator_progress_bars = False
 
 
-def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement):
+def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement, evaluator: type[CellEvaluator]):
     import ray.data
     from ray.data import ActorPoolStrategy
     from ray.data.expressions import col
@@ -136,11 +137,13 @@ def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement):
     filesystem, _ = resolve(plan.files[shards[0]])
     paths = [resolve(plan.files[s])[1] for s in shards]
     wanted = sorted(i for s in shards for i in plan.images[s])
-    read = ray.data.read_parquet(paths, filesystem=filesystem, columns=IMAGE_COLUMNS).filter(
-        expr=col("image_id").is_in(wanted)
+    read = (
+        ray.data.read_parquet(paths, filesystem=filesystem)
+        .select_columns(IMAGE_COLUMNS)  # pushed down into the read
+        .filter(expr=col("image_id").is_in(wanted))
     )
     return read.repartition(target_num_rows_per_block=plan.batch_size).map_batches(
-        CellEvaluator,
+        evaluator,
         fn_constructor_kwargs={"plan": plan, "torch_threads": place.torch_threads},
         batch_size=plan.batch_size,
         batch_format="pyarrow",
@@ -152,13 +155,22 @@ def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement):
 
 
 def _root_cause(err: BaseException) -> str:
-    cause = getattr(err, "cause", None) or err.__cause__
-    while cause is not None and (getattr(cause, "cause", None) or cause.__cause__) is not None:
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    return f"{type(cause or err).__name__}: {cause or err}".splitlines()[0][:500]
+    """The user's exception behind a failed pipeline, as ``Type: message``.
+
+    Ray Data re-raises a task's exception as ``RayTaskError(UserCodeException)`` whose text holds the
+    worker's traceback; the original exception is its first section's last ``Type: message`` line.
+    """
+    text = str(err).split("The above exception was the direct cause")[0]
+    found = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)[\w.]*: .*)$", text, flags=re.M)
+    if found:
+        kind, _, message = found[-1].partition(": ")
+        return f"{kind.rsplit('.', 1)[-1]}: {message}"[:500]
+    return f"{type(err).__name__}: {err}".splitlines()[0][:500]
 
 
-def _run_cell(store: RunStore, plan: CellPlan, place: Placement, retries: int, progress: GridProgress) -> CellProgress:
+def _run_cell(
+    store: RunStore, plan: CellPlan, place: Placement, retries: int, progress: GridProgress, evaluator: type[CellEvaluator]
+) -> CellProgress:
     cell = progress.cell(plan.name, plan.total)
     if store.cell_done(plan.dataset, plan.architecture) is not None:
         cell.skipped, cell.status = plan.total, "done (resumed)"
@@ -177,7 +189,7 @@ def _run_cell(store: RunStore, plan: CellPlan, place: Placement, retries: int, p
         assembler = ShardAssembler(store, plan, set(pending))
         written_before = sum(len(plan.images[s]) for s in written)
         try:
-            for batch in _cell_dataset(plan, pending, place).iter_batches(batch_size=None, batch_format="pyarrow"):
+            for batch in _cell_dataset(plan, pending, place, evaluator).iter_batches(batch_size=None, batch_format="pyarrow"):
                 wrote = assembler.add(batch)
                 cell.done = written_before + assembler.images_done
                 progress.update(cell, force=bool(wrote))
@@ -259,8 +271,13 @@ def run_grid(
     address: str | None = None,
     echo: Callable[[str], None] = print,
     num_cpus: int | None = None,
+    evaluator: type[CellEvaluator] = CellEvaluator,
 ) -> RunSummary:
     """Run (or resume) every cell of ``spec`` into the run directory ``out``.
+
+    ``address``: a running Ray cluster (default: Ray embedded here, with ``num_cpus`` logical CPUs).
+    ``evaluator``: the callable class the actors run per batch (a subclass of :class:`CellEvaluator`
+    to customise or instrument it; it must be importable by the workers).
 
     Raises :class:`GridFailedError` naming the cells that did not finish after their retries;
     everything written stays in ``out`` and a rerun resumes it.
@@ -287,7 +304,7 @@ def run_grid(
     )
     progress = GridProgress(echo)
     with ThreadPoolExecutor(max_workers=place.concurrent_cells, thread_name_prefix="camgrid-cell") as pool:
-        cells = list(pool.map(lambda p: _run_cell(store, p, place, spec.resources.retries, progress), plans))
+        cells = list(pool.map(lambda p: _run_cell(store, p, place, spec.resources.retries, progress, evaluator), plans))
     summary = RunSummary(run, store.location, {c.name: c for c in cells}, time.perf_counter() - started, timings)
     echo(progress.summary())
     failed = [c for c in cells if not c.status.startswith("done")]

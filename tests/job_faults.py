@@ -1,0 +1,64 @@
+"""Instrumented evaluators for the Ray job tests (imported by Ray workers through PYTHONPATH).
+
+Each writes into ``$CAMGRID_TEST_STATE`` (set before Ray starts, so workers inherit it): a marker
+file makes a fault happen exactly once per test, whatever actor or retry runs the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pyarrow as pa
+
+from jobs.evaluate import CellEvaluator
+
+
+def _claim(name: str) -> bool:
+    """True for exactly one caller across processes: the first to create the marker ``name``."""
+    try:
+        fd = os.open(Path(os.environ["CAMGRID_TEST_STATE"]) / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+class RaisingOnceEvaluator(CellEvaluator):
+    """The model raises on the second batch the first time (a transient failure)."""
+
+    calls = 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        type(self).calls += 1
+        if type(self).calls == 2 and _claim("raised"):
+            raise RuntimeError("injected model failure")
+        return super().__call__(batch)
+
+
+class KilledOnceEvaluator(CellEvaluator):
+    """The actor process is SIGKILLed in the middle of its second batch, once."""
+
+    calls = 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        type(self).calls += 1
+        if type(self).calls == 2 and _claim("killed"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(batch)
+
+
+class GpuRecordingEvaluator(CellEvaluator):
+    """Records, per actor, the GPUs Ray assigned it and the node it runs on."""
+
+    def __init__(self, plan, torch_threads=None):
+        import ray
+
+        context = ray.get_runtime_context()
+        record = {"cell": plan.name, "gpus": [str(g) for g in ray.get_gpu_ids()], "node": context.get_node_id(),
+                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
+        path = Path(os.environ["CAMGRID_TEST_STATE"]) / f"actor-{os.getpid()}-{plan.dataset}.json"
+        path.write_text(json.dumps(record))
+        super().__init__(plan, torch_threads)

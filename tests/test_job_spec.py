@@ -1,0 +1,142 @@
+"""Grid specs and cell plans: presets load, bad specs fail naming the field, plans are deterministic."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from jobs.plan import image_seed, plan_cells
+from jobs.spec import SpecError, load_spec, parse_spec, preset_names
+from storage.builders import build
+
+
+def small_spec(manifest: str, **overrides) -> dict:
+    spec = {
+        "name": "small",
+        "datasets": {"demo": {"manifest": manifest}},
+        "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96}},
+        "references": 2,
+        "samples": 6,
+        "batch_size": 2,
+        "methods": {"gradcam": {}, "expected_gradcam": {}},
+        "metrics": {"deletion": {"steps": 4}, "sparseness": {}},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    location = tmp_path_factory.mktemp("manifests") / "demo"
+    build("demo", None, location, shard_size=2)
+    return str(location)
+
+
+def test_every_preset_loads_and_names_the_papers_grids():
+    assert set(preset_names()) >= {"demo", "fine_grained_40", "imagenet", "coco_localization", "cifar10_infidelity"}
+    grids = {name: load_spec(name) for name in preset_names()}
+    assert len(grids["fine_grained_40"].cells) == 40
+    assert {a.name for a in grids["imagenet"].architectures} == {"vgg16", "resnet50", "alexnet"}
+    assert grids["fine_grained_40"].samples == 500
+    coco = grids["coco_localization"].datasets[0]
+    assert dict(coco.classes) == {"zebra": 340, "stop sign": 919}
+    assert grids["cifar10_infidelity"].architectures[0].input_size == 96
+    assert grids["cifar10_infidelity"].metrics["infidelity"] == {"patch_sizes": [32]}
+    from attribution.methods import method_names
+    from evaluation.registry import CATEGORIES, metric_class
+
+    demo = grids["demo"]
+    assert set(demo.methods) == set(method_names())
+    assert {metric_class(m).category for m in demo.metrics} == set(CATEGORIES)
+
+
+def test_placeholders_fill_paths_and_cells(tmp_path):
+    grid = load_spec("fine_grained_40", {"data": "s3://bucket/manifests", "checkpoints": "/ckpt"})
+    dataset, arch = grid.cells[9]
+    assert grid.manifest_location(dataset) == "s3://bucket/manifests/stanford_dogs"
+    assert grid.weights_for(dataset, arch) == "file:/ckpt/stanford_dogs/resnet18.pt"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"methods": {"gradcm": {}}}, "methods.gradcm: unknown method 'gradcm'. Did you mean 'gradcam'"),
+        ({"methods": {"scorecam": {"batchsize": 4}}}, "methods.scorecam: method 'scorecam' has no parameter 'batchsize'"),
+        ({"metrics": {"delition": {}}}, "metrics.delition: unknown metric 'delition'"),
+        ({"metrics": {"deletion": {"step": 3}}}, "metrics.deletion: metric 'deletion'"),
+        ({"metrics": {"cam_infidelity": {"reference": 1}}}, "'reference' is drawn from the manifest"),
+        ({"architectures": {"x": {"model": "resnet05"}}}, "architectures.x.model: unknown architecture 'resnet05'"),
+        ({"samples": 0}, "samples: expected an integer ≥ 1, got 0"),
+        ({"batch_size": "8"}, "batch_size: expected an integer ≥ 1, got '8'"),
+        ({"datasets": {"demo": {"manifest": "m", "target": "top1"}}}, "datasets.demo.target: 'top1' is not one of"),
+        ({"datasets": {"demo": {"path": "m"}}}, "datasets.demo: unknown field 'path'"),
+        ({"datasets": {"a/b": {"manifest": "m"}}}, "datasets.a/b: name 'a/b' cannot be a result directory"),
+        ({"resources": {"gpus": 1}}, "resources: unknown field 'gpus'"),
+        ({"resources": {"actors_per_cell": 0}}, "resources.actors_per_cell: expected an integer ≥ 1"),
+        ({"metrcs": {}}, "unknown field 'metrcs'"),
+    ],
+)
+def test_bad_specs_fail_naming_the_field(change, message):
+    with pytest.raises(SpecError, match="small.yaml: ") as caught:
+        parse_spec(small_spec("m", **change), "small.yaml")
+    assert message in str(caught.value)
+
+
+def test_missing_fields_and_files_are_named(tmp_path):
+    spec = small_spec("m")
+    del spec["metrics"]
+    with pytest.raises(SpecError, match="missing field 'metrics'"):
+        parse_spec(spec, "x.yaml")
+    with pytest.raises(SpecError, match="no grid spec file 'nope.yaml' and no preset"):
+        load_spec("nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("datasets: [unclosed")
+    with pytest.raises(SpecError, match="broken.yaml: not valid YAML"):
+        load_spec(broken)
+    unknown = tmp_path / "u.yaml"
+    unknown.write_text(yaml.safe_dump(small_spec("{dat}/demo")))
+    with pytest.raises(SpecError, match=r"datasets.demo.manifest: unknown placeholder \{dat\}"):
+        plan_cells(load_spec(unknown), "r")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump(small_spec(str(tmp_path / "no-manifest"))))
+    with pytest.raises(FileNotFoundError, match="datasets.demo.manifest: no manifest at"):
+        plan_cells(load_spec(missing), "r")
+
+
+def test_plan_holds_references_out_and_is_deterministic(manifest):
+    spec = parse_spec(small_spec(manifest, architectures={
+        "a": {"model": "efficientnet_lite0", "weights": "package"},
+        "b": {"model": "efficientnet_lite1", "weights": "package"}}), "s.yaml")
+    first, second = plan_cells(spec, "r")
+    assert first.images == second.images and first.references == second.references  # same images per dataset
+    explained = {i for ids in first.images.values() for i in ids}
+    held_out = {r["image_id"] for r in first.references}
+    assert len(explained) == 6 and len(held_out) == 2 and not explained & held_out
+    assert all(r["image"] for r in first.references)
+    assert plan_cells(spec, "r")[0].images == first.images  # the draw depends only on the seed
+    assert parse_spec({**small_spec(manifest), "seed": 1}, "s.yaml").fingerprint() != spec.fingerprint()
+    reseeded = plan_cells(parse_spec({**small_spec(manifest), "seed": 1}, "s.yaml"), "r")[0]
+    assert {i for ids in reseeded.images.values() for i in ids} != explained
+    assert first.targets == {i: i for i in range(1000)}  # the demo's labels are ImageNet classes
+    assert first.map_size == (224, 224)
+
+
+def test_plan_rejects_label_spaces_that_do_not_fit(manifest):
+    spec = parse_spec(small_spec(manifest, architectures={"x": {"model": "efficientnet_lite0", "weights": "package",
+                                                              "num_classes": 10}}), "s.yaml")
+    with pytest.raises(SpecError, match="manifest has 1000 classes but architecture x predicts 10"):
+        plan_cells(spec, "r")
+    spec = parse_spec(small_spec(manifest, samples=20), "s.yaml")
+    with pytest.raises(SpecError, match="has 12 images, fewer than the 2 references \\+ 20 samples"):
+        plan_cells(spec, "r")
+    mapped = parse_spec(small_spec(manifest, datasets={"demo": {"manifest": manifest, "classes": {"tabby": 1}}}),
+                        "s.yaml")
+    with pytest.raises(SpecError, match="datasets.demo.classes: no model class for label"):
+        plan_cells(mapped, "r")
+
+
+def test_image_seeds_depend_on_run_seed_cell_and_image():
+    seeds = {image_seed(0, "d", "a", "x"), image_seed(1, "d", "a", "x"), image_seed(0, "d", "b", "x"),
+             image_seed(0, "d", "a", "y")}
+    assert len(seeds) == 4 and image_seed(0, "d", "a", "x") == image_seed(0, "d", "a", "x")
+    assert all(0 <= s < 2**63 for s in seeds)
