@@ -63,11 +63,15 @@ class Placement:
     concurrent_cells: int
     torch_threads: int
 
+    def actor_resources(self) -> dict[str, float]:
+        """``map_batches`` resources: GPU actors ask for GPUs only (Ray Data warns that CPUs + GPUs are experimental)."""
+        return {"num_gpus": self.gpus_per_actor} if self.gpus_per_actor else {"num_cpus": self.cpus_per_actor}
+
 
 def placement(spec: GridSpec, cluster: dict[str, float]) -> Placement:
     """Resolve the spec's ``auto`` resources against the cluster's (``ray.cluster_resources()``).
 
-    With GPUs: one GPU and one CPU per actor, as many cells at once as the GPUs allow. Without:
+    With GPUs: one GPU per actor, as many cells at once as the GPUs allow. Without:
     a fractional CPU per actor (a whole CPU each can starve Ray Data's read tasks on a 2-core
     machine), one cell at a time, and torch threads spread over the node's cores.
     """
@@ -85,7 +89,7 @@ def placement(spec: GridSpec, cluster: dict[str, float]) -> Placement:
     if res.cpus_per_actor != "auto":
         cpus_per_actor = float(res.cpus_per_actor)
     else:
-        cpus_per_actor = 1.0 if gpus_per_actor > 0 else 0.5
+        cpus_per_actor = 0.0 if gpus_per_actor > 0 else 0.5
     actors = max(1, concurrent * res.actors_per_cell)
     threads = max(1, (os.cpu_count() or 1) // actors) if gpus_per_actor == 0 else 1
     return Placement(res.actors_per_cell, gpus_per_actor, cpus_per_actor, concurrent, threads)
@@ -149,8 +153,7 @@ def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement, evaluator
         batch_format="pyarrow",
         zero_copy_batch=True,
         compute=ActorPoolStrategy(size=place.actors_per_cell),
-        num_gpus=place.gpus_per_actor or None,
-        num_cpus=place.cpus_per_actor,
+        **place.actor_resources(),
     )
 
 
@@ -298,9 +301,10 @@ def run_grid(
         f"run {run}: {len(plans)} cells, {sum(p.total for p in plans)} images, {len(spec.methods)} methods, "
         f"{len(spec.metrics)} metrics → {store.location}"
     )
+    per_actor = f"{place.gpus_per_actor:g} GPU" if place.gpus_per_actor else f"{place.cpus_per_actor:g} CPU"
     echo(
         f"placement: {place.concurrent_cells} cell(s) at once, {place.actors_per_cell} actor(s) per cell, "
-        f"{place.gpus_per_actor:g} GPU + {place.cpus_per_actor:g} CPU per actor"
+        f"{per_actor} per actor"
     )
     progress = GridProgress(echo)
     with ThreadPoolExecutor(max_workers=place.concurrent_cells, thread_name_prefix="camgrid-cell") as pool:
