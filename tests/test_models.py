@@ -104,6 +104,11 @@ def test_fine_tuned_checkpoint_with_data_parallel_prefix(tmp_path):
         load_model("resnet18", weights=str(path), num_classes=100)
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         load_model("resnet18", weights=str(tmp_path / "missing.pth"))
+    # a URI goes through pyarrow's filesystems (s3:// and gs:// on a cluster; file:// here)
+    remote = load_model("resnet18", weights=f"file:{path.as_uri()}", num_classes=200)
+    torch.testing.assert_close(remote.model.fc.weight, trained.fc.weight)
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found: file:///"):
+        load_model("resnet18", weights=f"file:{(tmp_path / 'gone.pth').as_uri()}", num_classes=200)
 
 
 def test_any_timm_model_by_name_with_a_user_layer():

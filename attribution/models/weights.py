@@ -35,13 +35,31 @@ def _unwrap(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
+def _open_checkpoint(path: str | Path):
+    """A local path, or a binary stream for a URI (``s3://``, ``gs://`` …) read through pyarrow's filesystems."""
+    text = str(path)
+    if "://" in text:
+        import io
+
+        import pyarrow.fs as pafs
+
+        filesystem, key = pafs.FileSystem.from_uri(text)
+        if filesystem.get_file_info(key).type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"checkpoint file not found: {text}")
+        with filesystem.open_input_stream(key) as stream:
+            return io.BytesIO(stream.read())
+    local = Path(text).expanduser()
+    if not local.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {local}")
+    return local
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a local state-dict checkpoint into ``model``; errors name the file and the bad keys."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    """Load a state-dict checkpoint (a local file or an object-store URI) into ``model``; errors name the
+    file and the bad keys."""
+    source = _open_checkpoint(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle/zip errors come in many types
         raise ValueError(f"checkpoint {path} could not be read: {err}") from err
     state = _unwrap(checkpoint, path)
