@@ -24,7 +24,7 @@ TESTS = Path(__file__).parent
 METHODS = {"gradcam": {}, "expected_gradcam": {}, "hirescam": {}}
 METRICS = {
     "deletion": {"steps": 4},
-    "sufficiency": {},  # pooled: computed per shard by the driver
+    "sufficiency": {"threshold": 1.0},  # pooled over each shard by the driver; 1.0: every other image is near
     "cam_infidelity": {"n_perturbations": 64},  # channel weights; NaN for HiRes-CAM
     "max_sensitivity": {"nr_samples": 1},  # re-explains
     "relevance_mass_accuracy": {},  # needs masks; the demo photos have none
@@ -117,6 +117,16 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     for i in images:
         assert math.isnan(by[("gradcam", "relevance_mass_accuracy", i)]) == (i not in with_mask)
         assert math.isfinite(by[("gradcam", "deletion", i)]) and math.isfinite(by[("expected_gradcam", "cam_infidelity", i)])
+    # Sufficiency's pool is the shard: with every other image of the shard a neighbour, each value is a
+    # share of the other n − 1 images (NaN only for a shard of one)
+    for shard, ids in plan.images.items():
+        for i in ids:
+            value = by[("gradcam", "sufficiency", i)]
+            if len(ids) == 1:
+                assert math.isnan(value)
+            else:
+                assert math.isclose(value * (len(ids) - 1), round(value * (len(ids) - 1)), abs_tol=1e-9)
+    assert any(len(ids) > 1 for ids in plan.images.values())
     # the record, the cell marker, the progress lines, the rank tables
     record = json.loads((out / "run.json").read_text())
     assert record["metric_directions"]["deletion"] == "lower" and set(record["metric_directions"]) == set(METRICS)
