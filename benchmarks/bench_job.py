@@ -87,15 +87,22 @@ def throughput(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
     other = wall - attribution - metrics - writing
-    print(f"\n{spec.name}: {images} images × {len(spec.methods)} methods = {maps} maps, {scores.height} scores "
-          f"({os.cpu_count()} CPUs, no GPU)")
+    print(
+        f"\n{spec.name}: {images} images × {len(spec.methods)} methods = {maps} maps, {scores.height} scores "
+        f"({os.cpu_count()} CPUs, no GPU)"
+    )
     print(f"  job wall time           {wall:8.1f} s   {maps / wall:6.3f} images×methods/s")
-    print(f"  in-process peer         {peer:8.1f} s   {maps / peer:6.3f} images×methods/s   job / peer = "
-          f"{wall / peer:.2f}×")
+    print(
+        f"  in-process peer         {peer:8.1f} s   {maps / peer:6.3f} images×methods/s   job / peer = "
+        f"{wall / peer:.2f}×"
+    )
     print("  where the job's time went:")
-    for name, seconds in [("attribution (actors)", attribution), ("metrics (actors)", metrics),
-                          ("writing parts (driver)", writing),
-                          ("Ray + I/O rest: start, actor/model load, decode, scheduling", other)]:
+    for name, seconds in [
+        ("attribution (actors)", attribution),
+        ("metrics (actors)", metrics),
+        ("writing parts (driver)", writing),
+        ("Ray + I/O rest: start, actor/model load, decode, scheduling", other),
+    ]:
         print(f"    {name:<60} {seconds:8.1f} s  {100 * seconds / wall:5.1f} %")
     print(f"    (of which Ray start {summary.timings['ray_start']:.1f} s, planning {summary.timings['plan']:.1f} s)")
 
@@ -112,14 +119,19 @@ def scaling(args: argparse.Namespace) -> None:
     os.environ["CAMGRID_BENCH_GPU_SECONDS"] = str(args.gpu_seconds)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")])
     build("demo", None, root / "demo", shard_size=2)
-    spec = parse_spec({
-        "name": "scaling",
-        "datasets": {f"d{i}": {"manifest": str(root / "demo")} for i in range(cells)},
-        "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 64}},
-        "samples": args.images, "batch_size": 2,
-        "methods": {"gradcam": {}}, "metrics": {"sparseness": {}},
-        "resources": {"retries": 0, "no_progress_timeout_s": 600},
-    }, "scaling.yaml")
+    spec = parse_spec(
+        {
+            "name": "scaling",
+            "datasets": {f"d{i}": {"manifest": str(root / "demo")} for i in range(cells)},
+            "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 64}},
+            "samples": args.images,
+            "batch_size": 2,
+            "methods": {"gradcam": {}},
+            "metrics": {"sparseness": {}},
+            "resources": {"retries": 0, "no_progress_timeout_s": 600},
+        },
+        "scaling.yaml",
+    )
     results = {}
     try:
         for count in nodes:
@@ -138,8 +150,10 @@ def scaling(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     base = results[nodes[0]] * nodes[0]
-    print(f"\n{cells} cells × {args.images} images, {args.gpu_seconds} s of simulated GPU work per image "
-          f"(ideal time on one GPU: {cells * args.images * args.gpu_seconds:.0f} s)")
+    print(
+        f"\n{cells} cells × {args.images} images, {args.gpu_seconds} s of simulated GPU work per image "
+        f"(ideal time on one GPU: {cells * args.images * args.gpu_seconds:.0f} s)"
+    )
     print("  GPUs   seconds   speed-up   efficiency")
     for count, seconds in results.items():
         print(f"  {count:>4}   {seconds:7.1f}   {base / seconds:8.2f}   {base / (count * seconds):9.2f}")

@@ -64,7 +64,7 @@ class Placement:
     torch_threads: int
 
     def actor_resources(self) -> dict[str, float]:
-        """``map_batches`` resources: GPU actors ask for GPUs only (Ray Data warns that CPUs + GPUs are experimental)."""
+        """``map_batches`` resources: GPU actors ask for GPUs only (Ray Data calls CPUs + GPUs experimental)."""
         return {"num_gpus": self.gpus_per_actor} if self.gpus_per_actor else {"num_cpus": self.cpus_per_actor}
 
 
@@ -172,7 +172,12 @@ def _root_cause(err: BaseException) -> str:
 
 
 def _run_cell(
-    store: RunStore, plan: CellPlan, place: Placement, retries: int, progress: GridProgress, evaluator: type[CellEvaluator]
+    store: RunStore,
+    plan: CellPlan,
+    place: Placement,
+    retries: int,
+    progress: GridProgress,
+    evaluator: type[CellEvaluator],
 ) -> CellProgress:
     cell = progress.cell(plan.name, plan.total)
     if store.cell_done(plan.dataset, plan.architecture) is not None:
@@ -192,7 +197,9 @@ def _run_cell(
         assembler = ShardAssembler(store, plan, set(pending))
         written_before = sum(len(plan.images[s]) for s in written)
         try:
-            for batch in _cell_dataset(plan, pending, place, evaluator).iter_batches(batch_size=None, batch_format="pyarrow"):
+            for batch in _cell_dataset(plan, pending, place, evaluator).iter_batches(
+                batch_size=None, batch_format="pyarrow"
+            ):
                 wrote = assembler.add(batch)
                 cell.done = written_before + assembler.images_done
                 progress.update(cell, force=bool(wrote))

@@ -57,8 +57,13 @@ class GpuRecordingEvaluator(CellEvaluator):
         import ray
 
         context = ray.get_runtime_context()
-        record = {"cell": plan.name, "gpus": [str(g) for g in ray.get_gpu_ids()], "node": context.get_node_id(),
-                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
+        record = {
+            "cell": plan.name,
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
+            "node": context.get_node_id(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "pid": os.getpid(),
+        }
         path = Path(os.environ["CAMGRID_TEST_STATE"]) / f"actor-{os.getpid()}-{plan.dataset}.json"
         path.write_text(json.dumps(record))
         super().__init__(plan, torch_threads)

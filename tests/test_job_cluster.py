@@ -86,7 +86,9 @@ def test_each_cell_actor_holds_one_gpu_and_results_match_in_process(cluster, tmp
         got = {(r["image_id"], r["method"], r["metric"]): r["value"] for r in cell.iter_rows(named=True)}
         assert set(got) == set(expected)
         for key, value in expected.items():
-            assert (math.isnan(value) and math.isnan(got[key])) or math.isclose(got[key], value, rel_tol=1e-4, abs_tol=1e-9), key
+            assert (math.isnan(value) and math.isnan(got[key])) or math.isclose(
+                got[key], value, rel_tol=1e-4, abs_tol=1e-9
+            ), key
 
 
 def in_process_scores(plan) -> dict[tuple[str, str, str], float]:

@@ -71,8 +71,9 @@ def manifest(tmp_path_factory):
 
 
 def run(spec: dict, out: Path, lines: list[str] | None = None, **kwargs):
-    return run_grid(parse_spec(spec, "jobtest.yaml"), out, echo=(lines.append if lines is not None else print),
-                    **kwargs)
+    return run_grid(
+        parse_spec(spec, "jobtest.yaml"), out, echo=(lines.append if lines is not None else print), **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,8 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     assert (frame["seconds"] >= 0).all() and frame["run"].unique().to_list() == [summary.run]
     saliency = RunStore(str(out)).saliency().collect()
     assert saliency.height == 6 * 3 and set(zip(saliency["image_id"], saliency["method"])) == {
-        (i, m) for i in images for m in METHODS}
+        (i, m) for i in images for m in METHODS
+    }
     assert set(saliency["map_height"]) == {3}  # EfficientNet-Lite0 at 96 px: a 3×3 CAM
     # undefined values are NaN for the stated reasons, everything else is finite
     by = {(r["method"], r["metric"], r["image_id"]): r["value"] for r in frame.iter_rows(named=True)}
@@ -116,7 +118,9 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     with_mask = {r["image_id"] for r in pq.read_table(manifest).to_pylist() if r["mask"] is not None}
     for i in images:
         assert math.isnan(by[("gradcam", "relevance_mass_accuracy", i)]) == (i not in with_mask)
-        assert math.isfinite(by[("gradcam", "deletion", i)]) and math.isfinite(by[("expected_gradcam", "cam_infidelity", i)])
+        assert math.isfinite(by[("gradcam", "deletion", i)]) and math.isfinite(
+            by[("expected_gradcam", "cam_infidelity", i)]
+        )
     # Sufficiency's pool is the shard: with every other image of the shard a neighbour, each value is a
     # share of the other n − 1 images (NaN only for a shard of one)
     for shard, ids in plan.images.items():
@@ -152,7 +156,8 @@ def test_rerun_resumes_and_redoes_only_half_written_shards(state, manifest, base
     out, summary, _ = baseline
     parts = sorted((out / "scores").rglob("*.parquet"))
     before = {p: p.stat().st_mtime_ns for p in (out / "saliency").rglob("*.parquet")} | {
-        p: p.stat().st_mtime_ns for p in parts}
+        p: p.stat().st_mtime_ns for p in parts
+    }
     lines: list[str] = []
     again = run(grid_spec(manifest, batch_size=3), out, lines)  # batch size does not change the run
     assert again.run == summary.run and any("done (resumed)" in line for line in lines)
@@ -199,10 +204,16 @@ def test_a_killed_actor_is_replaced_and_every_row_lands_once(state, manifest, ba
 
 
 def test_a_cell_that_keeps_failing_names_the_cause_and_keeps_the_others(state, manifest, tmp_path):
-    spec = grid_spec(manifest, architectures={
-        "lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96},
-        "broken": {"model": "efficientnet_lite0", "weights": f"file:{tmp_path}/missing.pt", "input_size": 96}},
-        methods={"gradcam": {}}, metrics={"sparseness": {}}, resources={"retries": 0})
+    spec = grid_spec(
+        manifest,
+        architectures={
+            "lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96},
+            "broken": {"model": "efficientnet_lite0", "weights": f"file:{tmp_path}/missing.pt", "input_size": 96},
+        },
+        methods={"gradcam": {}},
+        metrics={"sparseness": {}},
+        resources={"retries": 0},
+    )
     with pytest.raises(GridFailedError, match="1 of 2 cells did not finish: demo/broken: .*missing.pt") as caught:
         run(spec, tmp_path / "partial")
     assert "rerun the same command to resume" in str(caught.value)

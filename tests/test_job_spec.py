@@ -61,7 +61,10 @@ def test_placeholders_fill_paths_and_cells(tmp_path):
     ("change", "message"),
     [
         ({"methods": {"gradcm": {}}}, "methods.gradcm: unknown method 'gradcm'. Did you mean 'gradcam'"),
-        ({"methods": {"scorecam": {"batchsize": 4}}}, "methods.scorecam: method 'scorecam' has no parameter 'batchsize'"),
+        (
+            {"methods": {"scorecam": {"batchsize": 4}}},
+            "methods.scorecam: method 'scorecam' has no parameter 'batchsize'",
+        ),
         ({"metrics": {"delition": {}}}, "metrics.delition: unknown metric 'delition'"),
         ({"metrics": {"deletion": {"step": 3}}}, "metrics.deletion: metric 'deletion'"),
         ({"metrics": {"cam_infidelity": {"reference": 1}}}, "'reference' is drawn from the manifest"),
@@ -104,9 +107,16 @@ def test_missing_fields_and_files_are_named(tmp_path):
 
 
 def test_plan_holds_references_out_and_is_deterministic(manifest):
-    spec = parse_spec(small_spec(manifest, architectures={
-        "a": {"model": "efficientnet_lite0", "weights": "package"},
-        "b": {"model": "efficientnet_lite1", "weights": "package"}}), "s.yaml")
+    spec = parse_spec(
+        small_spec(
+            manifest,
+            architectures={
+                "a": {"model": "efficientnet_lite0", "weights": "package"},
+                "b": {"model": "efficientnet_lite1", "weights": "package"},
+            },
+        ),
+        "s.yaml",
+    )
     first, second = plan_cells(spec, "r")
     assert first.images == second.images and first.references == second.references  # same images per dataset
     explained = {i for ids in first.images.values() for i in ids}
@@ -122,21 +132,30 @@ def test_plan_holds_references_out_and_is_deterministic(manifest):
 
 
 def test_plan_rejects_label_spaces_that_do_not_fit(manifest):
-    spec = parse_spec(small_spec(manifest, architectures={"x": {"model": "efficientnet_lite0", "weights": "package",
-                                                              "num_classes": 10}}), "s.yaml")
+    spec = parse_spec(
+        small_spec(
+            manifest, architectures={"x": {"model": "efficientnet_lite0", "weights": "package", "num_classes": 10}}
+        ),
+        "s.yaml",
+    )
     with pytest.raises(SpecError, match="manifest has 1000 classes but architecture x predicts 10"):
         plan_cells(spec, "r")
     spec = parse_spec(small_spec(manifest, samples=20), "s.yaml")
     with pytest.raises(SpecError, match="has 12 images, fewer than the 2 references \\+ 20 samples"):
         plan_cells(spec, "r")
-    mapped = parse_spec(small_spec(manifest, datasets={"demo": {"manifest": manifest, "classes": {"tabby": 1}}}),
-                        "s.yaml")
+    mapped = parse_spec(
+        small_spec(manifest, datasets={"demo": {"manifest": manifest, "classes": {"tabby": 1}}}), "s.yaml"
+    )
     with pytest.raises(SpecError, match="datasets.demo.classes: no model class for label"):
         plan_cells(mapped, "r")
 
 
 def test_image_seeds_depend_on_run_seed_cell_and_image():
-    seeds = {image_seed(0, "d", "a", "x"), image_seed(1, "d", "a", "x"), image_seed(0, "d", "b", "x"),
-             image_seed(0, "d", "a", "y")}
+    seeds = {
+        image_seed(0, "d", "a", "x"),
+        image_seed(1, "d", "a", "x"),
+        image_seed(0, "d", "b", "x"),
+        image_seed(0, "d", "a", "y"),
+    }
     assert len(seeds) == 4 and image_seed(0, "d", "a", "x") == image_seed(0, "d", "a", "x")
     assert all(0 <= s < 2**63 for s in seeds)
