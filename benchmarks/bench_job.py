@@ -64,11 +64,7 @@ def in_process_seconds(spec, run: str) -> float:
 def throughput(args: argparse.Namespace) -> None:
     import ray
 
-    spec = load_spec(args.spec)
-    if args.samples:
-        data = {**spec.to_dict(), "samples": args.samples}
-        data.pop("paths")
-        spec = parse_spec(data, spec.source, dict(spec.paths))
+    spec = load_spec(args.spec, overrides={"samples": args.samples} if args.samples else None)
     out = Path(tempfile.mkdtemp(prefix="camgrid-bench-")) / "run"
     try:
         summary = run_grid(spec, out, echo=lambda line: print("  " + line, flush=True))

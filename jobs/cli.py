@@ -59,8 +59,11 @@ def explain(images, model_name, weights, layer, methods, params, out, device) ->
 @click.option("--address", default=None, help="a running Ray cluster (default: start Ray embedded in this process)")
 @click.option("--path", "paths", multiple=True, metavar="KEY=VALUE",
               help="override a spec path used in {placeholders}, e.g. --path data=s3://bucket/manifests")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="change a spec field before validation (YAML value), e.g. --set samples=50 "
+                   "--set methods.opticam.iterations=20")
 @click.option("--report/--no-report", default=True, show_default=True, help="write the rank tables when done")
-def run(spec, out, address, paths, report) -> None:
+def run(spec, out, address, paths, settings, report) -> None:
     """Run (or resume) the grid SPEC: a preset name or a YAML file.
 
     \b
@@ -70,17 +73,14 @@ def run(spec, out, address, paths, report) -> None:
     from jobs.pipeline import GridFailedError, run_grid
     from jobs.spec import SpecError, load_spec
 
-    overrides = {}
-    for item in paths:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--path")
-        overrides[key] = value
     import logging
+
+    import yaml
 
     logging.getLogger("evaluation").setLevel(logging.ERROR)  # NaN reasons: the report's nan_report.csv
     try:
-        grid = load_spec(spec, overrides)
+        changes = {key: yaml.safe_load(value) for key, value in _pairs(settings, "--set").items()}
+        grid = load_spec(spec, _pairs(paths, "--path"), changes)
         location = out or grid.output.format(name=grid.name)
         summary = run_grid(grid, location, address=address, echo=click.echo)
     except (SpecError, FileNotFoundError, ValueError, ConnectionError, GridFailedError) as err:
@@ -94,6 +94,16 @@ def run(spec, out, address, paths, report) -> None:
         markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
         if markdown is not None:
             click.echo(markdown.read_text())
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        pairs[key] = value
+    return pairs
 
 
 @main.group()

@@ -329,8 +329,30 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("jobs.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_spec(name_or_path: str | os.PathLike, paths: Mapping[str, str] | None = None) -> GridSpec:
-    """A preset by name (``demo``, ``fine_grained_40`` …) or a YAML file, validated."""
+def apply_overrides(data: Any, overrides: Mapping[str, Any], source: str) -> Any:
+    """Set dotted keys (``samples``, ``methods.opticam.iterations``, ``resources.retries``) in raw spec data."""
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        node = data
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict):
+                raise SpecError(f"{source}: --set {dotted}: {'.'.join(keys[:depth]) or 'the spec'} is not a mapping")
+            if depth == len(keys) - 1:
+                node[key] = value
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+    return data
+
+
+def load_spec(
+    name_or_path: str | os.PathLike, paths: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> GridSpec:
+    """A preset by name (``demo``, ``fine_grained_40`` …) or a YAML file, validated.
+
+    ``overrides`` (dotted key → value) change the spec before validation, e.g. ``{"samples": 50}``.
+    """
     text_name = os.fspath(name_or_path)
     if text_name in preset_names():
         source = f"preset {text_name}"
@@ -346,4 +368,5 @@ def load_spec(name_or_path: str | os.PathLike, paths: Mapping[str, str] | None =
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(f"{source}: not valid YAML: {err}") from None
-    return parse_spec(copy.deepcopy(data), source, paths)
+    data = apply_overrides(copy.deepcopy(data), overrides or {}, source)
+    return parse_spec(data, source, paths)

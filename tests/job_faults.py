@@ -67,3 +67,13 @@ class GpuRecordingEvaluator(CellEvaluator):
         path = Path(os.environ["CAMGRID_TEST_STATE"]) / f"actor-{os.getpid()}-{plan.dataset}.json"
         path.write_text(json.dumps(record))
         super().__init__(plan, torch_threads)
+
+
+class HangingEvaluator(CellEvaluator):
+    """Never returns: the pipeline makes no progress."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import time
+
+        time.sleep(3600)
+        return super().__call__(batch)

@@ -203,6 +203,14 @@ def test_a_killed_actor_is_replaced_and_every_row_lands_once(state, manifest, ba
     assert_same_scores(scores(tmp_path / "killed"), scores(baseline[0]))
 
 
+def test_a_stuck_pipeline_fails_after_the_no_progress_timeout(state, manifest, tmp_path):
+    from job_faults import HangingEvaluator
+
+    spec = grid_spec(manifest, resources={"retries": 0, "no_progress_timeout_s": 5})
+    with pytest.raises(GridFailedError, match="demo/lite0: .*(progress|Timeout)"):
+        run(spec, tmp_path / "stuck", evaluator=HangingEvaluator)
+
+
 def test_a_cell_that_keeps_failing_names_the_cause_and_keeps_the_others(state, manifest, tmp_path):
     spec = grid_spec(
         manifest,
@@ -220,6 +228,22 @@ def test_a_cell_that_keeps_failing_names_the_cause_and_keeps_the_others(state, m
     store = RunStore(str(tmp_path / "partial"))
     assert store.cell_done("demo", "lite0") is not None and store.cell_done("demo", "broken") is None
     assert scores(tmp_path / "partial")["architecture"].unique().to_list() == ["lite0"]
+
+
+def test_camgrid_run_runs_a_spec_file_and_prints_the_rank_table(state, manifest, tmp_path):
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(grid_spec(manifest, metrics={"sparseness": {}})))
+    result = CliRunner().invoke(
+        main, ["run", str(path), "--out", str(tmp_path / "tiny"), "--set", "samples=2", "--set", "resources.retries=0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "[demo/lite0] 2/2 images" in result.output and "Average rank across combinations" in result.output
+    assert (tmp_path / "tiny" / "report" / "table12b_ranks.md").exists()
+    assert RunStore(str(tmp_path / "tiny")).scores().collect().height == 2 * 3
 
 
 def test_the_demo_preset_is_what_camgrid_run_runs_by_default():

@@ -159,3 +159,13 @@ def test_image_seeds_depend_on_run_seed_cell_and_image():
     }
     assert len(seeds) == 4 and image_seed(0, "d", "a", "x") == image_seed(0, "d", "a", "x")
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_overrides_change_fields_before_validation():
+    demo = load_spec("demo", overrides={"samples": 2, "methods.opticam.iterations": 5, "resources.retries": 0})
+    assert demo.samples == 2 and demo.methods["opticam"] == {"iterations": 5} and demo.resources.retries == 0
+    with pytest.raises(SpecError, match="--set samples.x: samples is not a mapping"):
+        load_spec("demo", overrides={"samples.x": 1})
+    with pytest.raises(SpecError, match="methods.opticam: method 'opticam' has no parameter 'iters'"):
+        load_spec("demo", overrides={"methods.opticam.iters": 5})
+
