@@ -148,7 +148,7 @@ def _select(spec: GridSpec, manifest: Manifest) -> tuple[list[dict[str, Any]], d
     for row in chosen:
         images.setdefault(row["shard"], []).append(row["image_id"])
     held_out = manifest.table.filter(
-        pc.is_in(manifest.table.column("image_id"), value_set=pa.array(sorted(reference_ids)))
+        pc.is_in(manifest.table.column("image_id"), value_set=pa.array(sorted(reference_ids), type=pa.string()))
     )
     references = held_out.select(["image_id", "image", "image_uri"]).to_pylist()
     return sorted(references, key=lambda r: r["image_id"]), {s: tuple(sorted(ids)) for s, ids in images.items()}

@@ -128,6 +128,8 @@ def test_plan_holds_references_out_and_is_deterministic(manifest):
     reseeded = plan_cells(parse_spec({**small_spec(manifest), "seed": 1}, "s.yaml"), "r")[0]
     assert {i for ids in reseeded.images.values() for i in ids} != explained
     assert first.targets == {i: i for i in range(1000)}  # the demo's labels are ImageNet classes
+    everything = plan_cells(parse_spec(small_spec(manifest, references=0, samples=None), "s.yaml"), "r")[0]
+    assert everything.references == () and everything.total == 12  # no references, every image
     assert first.map_size == (224, 224)
 
 
