@@ -61,11 +61,6 @@ def output_schema(plan: CellPlan) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _default_threads() -> int:
-    """CPU threads for torch in this actor: Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs."""
-    return max(1, int(os.environ.get("CAMGRID_TORCH_THREADS", "0")) or os.cpu_count() or 1)
-
-
 class CellEvaluator:
     """Ray Data ``map_batches`` callable: a batch of manifest rows → one row per (image, method)."""
 
@@ -74,8 +69,8 @@ class CellEvaluator:
         # NaN reasons stay out of the driver's console: the report's nan_report.csv lists every undefined score
         logging.getLogger("evaluation").setLevel(os.environ.get("CAMGRID_METRIC_LOG_LEVEL", "ERROR"))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":
-            torch.set_num_threads(torch_threads or _default_threads())
+        if self.device.type == "cpu":  # Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs: 1
+            torch.set_num_threads(torch_threads or os.cpu_count() or 1)
         self.loaded = load_model(
             plan.model, plan.weights, layer=plan.layer, num_classes=plan.num_classes, device=self.device
         )
@@ -85,12 +80,12 @@ class CellEvaluator:
         reference = self._reference_images()
         black = tuple(-m / s for m, s in zip(self.preprocessing.mean, self.preprocessing.std))
         self.methods = {
-            name: create_method(name, **self._with_defaults(create_method, name, params, reference, black))
+            name: create_method(name, **self._with_defaults(method_class(name), params, reference, black))
             for name, params in plan.methods.items()
         }
         pooled = set(pooled_metrics(plan))
         self.metrics = {
-            name: create_metric(name, **self._with_defaults(create_metric, name, params, reference, black))
+            name: create_metric(name, **self._with_defaults(metric_class(name), params, reference, black))
             for name, params in plan.metrics.items()
             if name not in pooled
         }
@@ -103,14 +98,11 @@ class CellEvaluator:
         return torch.stack(images).to(self.device)
 
     @staticmethod
-    def _with_defaults(factory, name: str, params, reference, black) -> dict[str, Any]:
+    def _with_defaults(cls: type, params, reference, black) -> dict[str, Any]:
         """The spec's parameters plus what the job supplies: the reference set and the model's true black."""
-        cls = method_class(name) if factory is create_method else metric_class(name)
         accepted = inspect.signature(cls.__init__).parameters
         params = dict(params)
         if "reference" in accepted and "reference" not in params:
-            if reference is None and name in ("expected_gradcam", "cam_infidelity"):
-                raise ValueError(f"{name} needs reference images: set 'references' in the grid spec")
             params["reference"] = reference
         if "baseline" in accepted and "baseline" not in params:
             params["baseline"] = black  # the image that is black after normalisation, as (x − mean) / std

@@ -306,14 +306,28 @@ def parse_spec(data: Any, source: str = "<spec>", paths: Mapping[str, str] | Non
     spec_paths = {str(k): str(v) for k, v in reader.mapping(data.get("paths"), "paths").items()}
     spec_paths.update(paths or {})
     name = reader.string(data.get("name", Path(source).stem), "name")
+    methods = _parameters(reader, data["methods"], "methods")
+    metrics = _parameters(reader, data["metrics"], "metrics")
+    references = reader.integer(data.get("references", 0), "references", 0)
+    needing = [
+        f"methods.{m}"
+        for m, p in methods.items()
+        if m == "expected_gradcam" and p.get("perturbation", "data") == "data"
+    ] + [f"metrics.{m}" for m in metrics if m == "cam_infidelity"]
+    if needing and references == 0:
+        raise reader.fail(
+            "references",
+            f"{' and '.join(needing)} draw data-aware perturbations from reference "
+            "images: hold some out of each dataset (references: 50, say)",
+        )
     return GridSpec(
         name=_name(reader, name, "name"),
         datasets=_datasets(reader, data["datasets"]),
         architectures=_architectures(reader, data["architectures"]),
-        methods=_parameters(reader, data["methods"], "methods"),
-        metrics=_parameters(reader, data["metrics"], "metrics"),
+        methods=methods,
+        metrics=metrics,
         samples=reader.integer(data.get("samples"), "samples", 1, optional=True),
-        references=reader.integer(data.get("references", 0), "references", 0),
+        references=references,
         batch_size=reader.integer(data.get("batch_size", 8), "batch_size", 1),
         seed=reader.integer(data.get("seed", 0), "seed", 0),
         output=reader.string(data.get("output", "runs/{name}"), "output"),
