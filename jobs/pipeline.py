@@ -194,6 +194,7 @@ def _run_cell(
         if not pending:
             break
         cell.attempts, cell.status = attempt + 1, "running"
+        progress.update(cell, force=True)
         assembler = ShardAssembler(store, plan, set(pending))
         written_before = sum(len(plan.images[s]) for s in written)
         try:

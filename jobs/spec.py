@@ -197,10 +197,16 @@ def _name(reader: _Reader, value: str, where: str) -> str:
     return value
 
 
-def _datasets(reader: _Reader, raw: Any) -> tuple[DatasetSpec, ...]:
-    entries = reader.mapping(raw, "datasets")
+def _entries(reader: _Reader, raw: Any, kind: str) -> dict[str, Any]:
+    """The named entries of ``datasets``, ``architectures``, ``methods`` or ``metrics``: at least one."""
+    entries = reader.mapping(raw, kind)
     if not entries:
-        raise reader.fail("datasets", "at least one dataset is needed")
+        raise reader.fail(kind, f"at least one {kind[:-1]} is needed")
+    return entries
+
+
+def _datasets(reader: _Reader, raw: Any) -> tuple[DatasetSpec, ...]:
+    entries = _entries(reader, raw, "datasets")
     out = []
     for name, body in entries.items():
         where = f"datasets.{name}"
@@ -226,9 +232,7 @@ def _datasets(reader: _Reader, raw: Any) -> tuple[DatasetSpec, ...]:
 def _architectures(reader: _Reader, raw: Any) -> tuple[ArchitectureSpec, ...]:
     from attribution.models import architecture
 
-    entries = reader.mapping(raw, "architectures")
-    if not entries:
-        raise reader.fail("architectures", "at least one architecture is needed")
+    entries = _entries(reader, raw, "architectures")
     out = []
     for name, body in entries.items():
         where = f"architectures.{name}"
@@ -254,9 +258,7 @@ def _parameters(reader: _Reader, raw: Any, kind: str) -> dict[str, dict[str, Any
     from evaluation import create_metric
     from evaluation.registry import UnknownMetricError
 
-    entries = reader.mapping(raw, kind)
-    if not entries:
-        raise reader.fail(kind, f"at least one {kind[:-1]} is needed")
+    entries = _entries(reader, raw, kind)
     out = {}
     for name, params in entries.items():
         where = f"{kind}.{name}"

@@ -178,8 +178,7 @@ class WeightedCAM(CAMMethod):
         layout: FeatureLayout | None = None,
     ) -> Tensor:
         """The channel weights ``(B, K)``."""
-        check_images(images)
-        return self._weights(split_at(model, layer, layout), images, targets, seeds)[0]
+        return self.maps_and_weights(model, layer, images, targets, seeds=seeds, layout=layout)[1]
 
     def maps_and_weights(
         self,
