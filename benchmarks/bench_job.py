@@ -153,7 +153,7 @@ def scaling(args: argparse.Namespace) -> None:
             cluster.shutdown()
             print(
                 f"  {count} GPU node(s): {results[count]:6.1f} s; first result of a cell after "
-                f"{min(first[count]):.1f}–{max(first[count]):.1f} s (actor start, model load, first batch)",
+                f"{min(first[count]):.1f}–{max(first[count]):.1f} s of its start (actor, model load, first batch)",
                 flush=True,
             )
     finally:
@@ -170,13 +170,17 @@ def scaling(args: argparse.Namespace) -> None:
 
 
 def first_results(lines: list[tuple[float, str]]) -> list[float]:
-    """Seconds until each cell's first progress line with images done (``[cell] k/n images``, k > 0)."""
-    seen: dict[str, float] = {}
+    """Per cell, seconds from its start (its first progress line) to its first images done: the actor's
+    start, model load and first batch."""
+    started: dict[str, float] = {}
+    first: dict[str, float] = {}
     for seconds, line in lines:
         match = re.match(r"\[(\S+)\] ([0-9]+)/", line)
-        if match and int(match.group(2)) > 0:
-            seen.setdefault(match.group(1), seconds)
-    return list(seen.values())
+        if match:
+            started.setdefault(match.group(1), seconds)
+            if int(match.group(2)) > 0:
+                first.setdefault(match.group(1), seconds - started[match.group(1)])
+    return list(first.values())
 
 
 def main() -> None:
