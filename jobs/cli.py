@@ -49,7 +49,7 @@ def explain(images, model_name, weights, layer, methods, params, out, device) ->
         raise click.ClickException(str(err)) from err
     for name, label in zip(explanation.names, explanation.labels):
         click.echo(f"  {name}: top-1 {label}")
-    path = save_overlay_grid(explanation, loaded, Path(out) / "overlays.png")
+    path = save_overlay_grid(explanation, loaded.preprocessing, Path(out) / "overlays.png")
     click.echo(f"wrote {path}")
 
 
@@ -89,8 +89,13 @@ def run(spec, out, address, paths, settings, report) -> None:
     if report and "://" not in summary.location:
         from storage.report import write_report
 
+        from jobs.overlays import write_overlays
+
         written = write_report(summary.location)
         click.echo(f"rank tables: {written['table12b_ranks'][0].parent}")
+        pictures = write_overlays(summary.location, Path(summary.location) / "report" / "overlays")
+        if pictures:
+            click.echo(f"maps over images: {', '.join(str(p) for p in pictures)}")
         markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
         if markdown is not None:
             click.echo(markdown.read_text())
@@ -181,12 +186,18 @@ def manifest_show(location) -> None:
 @click.option("--out", default=None, help="folder for the tables (default: RUN_DIR/report)")
 @click.option("--directions", default=None,
               help='JSON metric → "higher"|"lower" (default: the run record\'s)')
-def report(run_dir, out, directions) -> None:
+@click.option("--overlays/--no-overlays", default=True, show_default=True,
+              help="also draw each cell's maps over its first images (PNG per cell)")
+def report(run_dir, out, directions, overlays) -> None:
     """Rank tables (Markdown, CSV, LaTeX) of the run in RUN_DIR: the paper's Table 12 and per-cell tables."""
+    from jobs.overlays import write_overlays
     from storage.report import write_report
 
     try:
         written = write_report(run_dir, out, json.loads(directions) if directions else None)
+        if overlays:
+            folder = Path(out or Path(run_dir) / "report") / "overlays"
+            written["overlays"] = write_overlays(run_dir, folder)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     for name, paths in written.items():

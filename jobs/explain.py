@@ -13,6 +13,7 @@ from torch import Tensor
 
 from attribution.methods import create_method
 from attribution.models import LoadedModel, imagenet_categories, open_image
+from attribution.models.preprocessing import Preprocessing
 from attribution.postprocess import check_finite, minmax_normalize, relu, upsample
 from storage.builders import sample_images
 
@@ -80,14 +81,14 @@ def explain_images(
     return Explanation([n for n, _ in photos], images.cpu(), targets.cpu(), labels, maps, seconds)
 
 
-def save_overlay_grid(explanation: Explanation, loaded: LoadedModel, path: str | Path) -> Path:
+def save_overlay_grid(explanation: Explanation, preprocessing: Preprocessing, path: str | Path) -> Path:
     """One row per image, one column per method: the map in 'jet' over the image."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rgb = loaded.preprocessing.denormalize(explanation.images).permute(0, 2, 3, 1).numpy()
+    rgb = preprocessing.denormalize(explanation.images).permute(0, 2, 3, 1).numpy()
     methods = list(explanation.maps)
     rows, cols = len(rgb), len(methods) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)

@@ -267,6 +267,10 @@ def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) ->
                 "images": p.total,
                 "shards": sorted(p.images),
                 "references": [r["image_id"] for r in p.references],
+                "manifest": p.manifest,
+                "model": p.model,
+                "layer": p.layer,
+                "input_size": p.input_size,
                 "weights": p.weights,
             }
             for p in plans

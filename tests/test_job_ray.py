@@ -243,6 +243,12 @@ def test_camgrid_run_runs_a_spec_file_and_prints_the_rank_table(state, manifest,
     assert result.exit_code == 0, result.output
     assert "[demo/lite0] 2/2 images" in result.output and "Average rank across combinations" in result.output
     assert (tmp_path / "tiny" / "report" / "table12b_ranks.md").exists()
+    picture = tmp_path / "tiny" / "report" / "overlays" / "demo_lite0.png"
+    assert "maps over images" in result.output and picture.exists()
+    from PIL import Image
+
+    with Image.open(picture) as png:  # 2 images (rows) × (the image + 3 methods) (columns)
+        assert png.width > png.height > 0
     assert RunStore(str(tmp_path / "tiny")).scores().collect().height == 2 * 3
 
 

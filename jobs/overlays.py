@@ -1,0 +1,60 @@
+"""Pictures of a finished run: per cell, a few images with every method's stored map over them.
+
+Everything comes from the run directory: ``run.json`` names each cell's manifest, model and input
+size; the maps are the saliency parts (raw coarse maps, decoded); the images are re-read from the
+manifest and put through the same resize and crop as in the job.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from attribution.postprocess import minmax_normalize, relu, upsample
+from jobs.explain import Explanation, save_overlay_grid
+from jobs.plan import preprocessing_for
+from jobs.spec import ArchitectureSpec
+from storage.builders import demo_manifest
+from storage.manifest import decode_image, read_manifest
+from storage.results import RunStore
+
+__all__ = ["write_overlays"]
+
+
+def _manifest(location: str):
+    return demo_manifest() if location == "bundled:demo" else read_manifest(location)
+
+
+def write_overlays(run: str | os.PathLike, out: str | os.PathLike, images_per_cell: int = 4) -> list[Path]:
+    """One PNG per finished cell under ``out`` (``<dataset>_<architecture>.png``): rows are the cell's first
+    ``images_per_cell`` images (by id), columns the methods, each map ReLU'd, upsampled and min-max scaled."""
+    store = RunStore(os.fspath(run))
+    record = store.read_record()
+    written = []
+    for cell in record.get("cells", []):
+        if "manifest" not in cell or store.cell_done(cell["dataset"], cell["architecture"]) is None:
+            continue
+        arch = ArchitectureSpec(cell["architecture"], cell["model"], cell["weights"], cell["layer"], cell["input_size"])
+        preprocessing = preprocessing_for(arch)
+        in_cell = (pl.col("dataset") == cell["dataset"]) & (pl.col("architecture") == cell["architecture"])
+        frame = store.saliency().filter(in_cell).select("image_id", "method", "target").collect()
+        ids = sorted(set(frame["image_id"]))[:images_per_cell]
+        methods = sorted(set(frame["method"]))
+        manifest = _manifest(cell["manifest"])
+        rows = {r["image_id"]: r for r in manifest.records() if r["image_id"] in set(ids)}
+        images = torch.stack([preprocessing(decode_image(rows[i])) for i in ids])
+        maps = {}
+        for method in methods:
+            _, coarse = store.maps(
+                dataset=cell["dataset"], architecture=cell["architecture"], method=method, image_ids=ids
+            )
+            maps[method] = minmax_normalize(upsample(relu(coarse), images.shape[-2:]))
+        targets = torch.tensor(frame.filter(pl.col("method") == methods[0]).sort("image_id")["target"][: len(ids)])
+        labels = [rows[i]["label_name"] for i in ids]
+        explanation = Explanation(ids, images, targets, labels, maps, {})
+        path = Path(out) / f"{cell['dataset']}_{cell['architecture']}.png"
+        written.append(save_overlay_grid(explanation, preprocessing, path))
+    return written
