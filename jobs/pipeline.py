@@ -198,9 +198,12 @@ def _run_cell(
         assembler = ShardAssembler(store, plan, set(pending))
         written_before = sum(len(plan.images[s]) for s in written)
         try:
-            for batch in _cell_dataset(plan, pending, place, evaluator).iter_batches(
-                batch_size=None, batch_format="pyarrow"
-            ):
+            # prefetch_batches=0: by default the iterator holds each batch back until the next one is
+            # ready, so with minutes per batch the progress (and the shard writes) would lag a batch behind
+            batches = _cell_dataset(plan, pending, place, evaluator).iter_batches(
+                batch_size=None, batch_format="pyarrow", prefetch_batches=0
+            )
+            for batch in batches:
                 wrote = assembler.add(batch)
                 cell.done = written_before + assembler.images_done
                 progress.update(cell, force=bool(wrote))
