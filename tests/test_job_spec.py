@@ -172,3 +172,20 @@ def test_overrides_change_fields_before_validation():
         load_spec("demo", overrides={"samples.x": 1})
     with pytest.raises(SpecError, match="methods.opticam: method 'opticam' has no parameter 'iters'"):
         load_spec("demo", overrides={"methods.opticam.iters": 5})
+
+
+def test_placement_pins_one_gpu_per_actor_and_runs_a_cell_per_gpu():
+    from jobs.pipeline import placement
+
+    spec = parse_spec(small_spec("m"), "s.yaml")
+    laptop = placement(spec, {"CPU": 2.0})
+    assert (laptop.gpus_per_actor, laptop.cpus_per_actor, laptop.concurrent_cells) == (0.0, 0.5, 1)
+    assert laptop.actor_resources() == {"num_cpus": 0.5}  # a whole CPU per actor can starve the read tasks
+    cluster = placement(spec, {"CPU": 64.0, "GPU": 8.0})
+    assert (cluster.gpus_per_actor, cluster.concurrent_cells) == (1.0, 8)
+    assert cluster.actor_resources() == {"num_gpus": 1.0}
+    two_actors = parse_spec(small_spec("m", resources={"actors_per_cell": 2}), "s.yaml")
+    assert placement(two_actors, {"CPU": 64.0, "GPU": 8.0}).concurrent_cells == 4
+    wants_gpu = parse_spec(small_spec("m", resources={"gpus_per_actor": 1}), "s.yaml")
+    with pytest.raises(ValueError, match="gpus_per_actor = 1.0 but the cluster has 0 GPUs"):
+        placement(wants_gpu, {"CPU": 2.0})
