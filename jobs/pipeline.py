@@ -96,29 +96,36 @@ def placement(spec: GridSpec, cluster: dict[str, float]) -> Placement:
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (a running cluster), or start Ray embedded in this process.
+    """Join a running cluster (``address``, or ``RAY_ADDRESS`` as set inside ``ray job submit``), or start
+    Ray embedded in this process with ``num_cpus`` logical CPUs.
 
-    Embedded Ray's workers get this package's folder on ``PYTHONPATH`` (they do not see the
-    driver's ``sys.path``); on a cluster the package is installed (``cluster.yaml``) or shipped
-    with ``ray job submit --working-dir``. Token authentication, on by default for clusters
-    started by Ray 2.60, needs the cluster's token here (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``).
+    Embedded Ray's workers get this package's folder on ``PYTHONPATH`` (they do not see the driver's
+    ``sys.path``); on a cluster the package is installed (``cluster.yaml``) or shipped with
+    ``ray job submit --working-dir``, whose runtime environment is left as the job set it. Token
+    authentication, on by default for clusters that Ray 2.60 starts, needs the cluster's token here
+    (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``).
     """
     import ray
 
     if ray.is_initialized():
         return
-    quiet = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
-    if address:
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:
             raise ConnectionError(
-                f"cannot join the Ray cluster at {address}: {err}. If the cluster uses token authentication "
-                "(the default since Ray 2.52), set RAY_AUTH_TOKEN to its token (`ray get-auth-token` on the head)"
+                f"cannot join the Ray cluster at {target}: {err}. If the cluster uses token authentication "
+                "(Ray's default), set RAY_AUTH_TOKEN to its token (`ray get-auth-token` on the head node)"
             ) from err
         return
     python_path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(num_cpus=num_cpus, runtime_env={"env_vars": {"PYTHONPATH": python_path}}, **quiet)
+    ray.init(
+        num_cpus=num_cpus,
+        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
 
 
 def _configure_data(spec: GridSpec) -> None:
