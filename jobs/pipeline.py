@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,17 @@ def placement(spec: GridSpec, cluster: dict[str, float]) -> Placement:
     return Placement(res.actors_per_cell, gpus_per_actor, cpus_per_actor, concurrent, threads)
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once for a ``host:port`` nobody listens on (Ray itself retries the GCS for minutes)."""
+    match = re.fullmatch(r"([\w.-]+):(\d+)", address)
+    if match is None:  # "auto", "ray://…", "http://…": left to Ray
+        return
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"no Ray cluster at {address}: {err}") from err
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join a running cluster (``address``, or ``RAY_ADDRESS`` as set inside ``ray job submit``), or start
     Ray embedded in this process with ``num_cpus`` logical CPUs.
@@ -111,6 +123,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     target = address or os.environ.get("RAY_ADDRESS")
     if target:
+        _check_reachable(target)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:

@@ -189,3 +189,18 @@ def test_placement_pins_one_gpu_per_actor_and_runs_a_cell_per_gpu():
     wants_gpu = parse_spec(small_spec("m", resources={"gpus_per_actor": 1}), "s.yaml")
     with pytest.raises(ValueError, match="gpus_per_actor = 1.0 but the cluster has 0 GPUs"):
         placement(wants_gpu, {"CPU": 2.0})
+
+
+def test_an_unreachable_cluster_address_fails_at_once():
+    import time
+
+    import ray
+
+    from jobs.pipeline import start_ray
+
+    ray.shutdown()  # start_ray keeps a running Ray
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match="no Ray cluster at 127.0.0.1:1"):
+        start_ray("127.0.0.1:1")
+    assert time.perf_counter() - start < 10
+
