@@ -36,19 +36,14 @@ class ShardAssembler:
     pending: set[int]  # shards still to write in this attempt
     rows: dict[int, dict[tuple[str, str], dict]] = field(default_factory=dict)
     written: list[int] = field(default_factory=list)
+    images_done: int = 0  # images with every method's row in, written or not
     bytes_written: int = 0
     write_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.pooled = {name: create_metric(name, **self.plan.metrics[name]) for name in pooled_metrics(self.plan)}
         self.methods = list(self.plan.methods)
-        self._complete = 0
         self._per_image: dict[tuple[int, str], int] = {}
-
-    @property
-    def images_done(self) -> int:
-        """Images with every method's row in, written or not."""
-        return self._complete
 
     def add(self, batch: pa.Table) -> list[int]:
         """Take a batch of output rows; returns the shards this completed and wrote."""
@@ -65,7 +60,7 @@ class ShardAssembler:
             key = (row["image_id"], row["method"])
             if key not in rows:  # a retried task's repeat replaces its twin without counting twice
                 self._per_image[(shard, row["image_id"])] = self._per_image.get((shard, row["image_id"]), 0) + 1
-                self._complete += self._per_image[(shard, row["image_id"])] == len(self.methods)
+                self.images_done += self._per_image[(shard, row["image_id"])] == len(self.methods)
             rows[key] = row
             if len(self.rows[shard]) == len(self.plan.images[shard]) * len(self.methods):
                 finished.append(shard)

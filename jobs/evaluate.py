@@ -31,7 +31,6 @@ from attribution.postprocess import check_finite, relu, upsample
 from evaluation import create_metric
 from evaluation.registry import metric_class
 from jobs.plan import CellPlan, image_seed, preprocessing_for
-from jobs.spec import ArchitectureSpec
 from storage.manifest import decode_image, ground_truth_mask
 
 __all__ = ["CellEvaluator", "output_schema", "pooled_metrics"]
@@ -55,8 +54,9 @@ def output_schema(plan: CellPlan) -> pa.Schema:
         pa.field("map", pa.binary()),
         pa.field("seconds", pa.float64()),
     ]
+    pooled = pooled_metrics(plan)
     for name in plan.metrics:
-        if name not in pooled_metrics(plan):
+        if name not in pooled:
             fields += [pa.field(f"score:{name}", pa.float64()), pa.field(f"time:{name}", pa.float64())]
     return pa.schema(fields)
 
@@ -74,9 +74,7 @@ class CellEvaluator:
         self.loaded = load_model(
             plan.model, plan.weights, layer=plan.layer, num_classes=plan.num_classes, device=self.device
         )
-        self.preprocessing = preprocessing_for(
-            ArchitectureSpec(plan.architecture, plan.model, plan.weights, plan.layer, plan.input_size, plan.num_classes)
-        )
+        self.preprocessing = preprocessing_for(plan.model, plan.layer, plan.input_size)
         reference = self._reference_images()
         black = tuple(-m / s for m, s in zip(self.preprocessing.mean, self.preprocessing.std))
         self.methods = {

@@ -16,7 +16,6 @@ import torch
 from attribution.postprocess import minmax_normalize, relu, upsample
 from jobs.explain import Explanation, save_overlay_grid
 from jobs.plan import preprocessing_for
-from jobs.spec import ArchitectureSpec
 from storage.builders import demo_manifest
 from storage.manifest import decode_image, read_manifest
 from storage.results import RunStore
@@ -37,8 +36,7 @@ def write_overlays(run: str | os.PathLike, out: str | os.PathLike, images_per_ce
     for cell in record.get("cells", []):
         if "manifest" not in cell or store.cell_done(cell["dataset"], cell["architecture"]) is None:
             continue
-        arch = ArchitectureSpec(cell["architecture"], cell["model"], cell["weights"], cell["layer"], cell["input_size"])
-        preprocessing = preprocessing_for(arch)
+        preprocessing = preprocessing_for(cell["model"], cell["layer"], cell["input_size"])
         in_cell = (pl.col("dataset") == cell["dataset"]) & (pl.col("architecture") == cell["architecture"])
         frame = store.saliency().filter(in_cell).select("image_id", "method", "target").collect()
         ids = sorted(set(frame["image_id"]))[:images_per_cell]

@@ -65,12 +65,12 @@ def image_seed(seed: int, dataset: str, architecture_name: str, image_id: str) -
     return int.from_bytes(hash_key(seed, f"{dataset}\x1f{architecture_name}\x1f{image_id}"), "little") >> 1
 
 
-def preprocessing_for(arch: ArchitectureSpec) -> Preprocessing:
-    """The registry's preprocessing, or a plain resize to ``input_size`` (e.g. CIFAR-10 at 96×96)."""
-    base = architecture(arch.model, arch.layer).preprocessing()
-    if arch.input_size is None:
+def preprocessing_for(model: str, layer: str | None, input_size: int | None) -> Preprocessing:
+    """The registry's preprocessing of ``model``, or a plain resize to ``input_size`` (e.g. CIFAR-10 at 96×96)."""
+    base = architecture(model, layer).preprocessing()
+    if input_size is None:
         return base
-    return Preprocessing(arch.input_size, arch.input_size, base.mean, base.std, base.interpolation)
+    return Preprocessing(input_size, input_size, base.mean, base.std, base.interpolation)
 
 
 def open_manifest(spec: GridSpec, dataset: DatasetSpec) -> Manifest:
@@ -168,7 +168,7 @@ def plan_cells(spec: GridSpec, run: str) -> list[CellPlan]:
                 if weights in PACKAGED_WEIGHTS or weights.startswith(("torchvision:", "timm"))
                 else len(manifest.class_names)
             )
-            size = preprocessing_for(arch).crop
+            size = preprocessing_for(arch.model, arch.layer, arch.input_size).crop
             plans.append(
                 CellPlan(
                     run=run,

@@ -140,7 +140,6 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     assert any("[demo/lite0] 6/6 images" in line and "done" in line for line in lines)
     assert any("img/s" in line and "ETA" in line for line in lines)
     written = write_report(out)
-    assert "demo/lite0" in lines[-1] or any("demo/lite0" in line and "done" in line for line in lines)
     assert written["table12b_ranks"] and (out / "report" / "nan_report.csv").exists()
 
 
@@ -263,4 +262,5 @@ def test_the_demo_preset_is_what_camgrid_run_runs_by_default():
     assert result.exit_code == 0 and "demo" in result.output
     bad = CliRunner().invoke(main, ["run", "no-such-preset"])
     assert bad.exit_code != 0 and "no grid spec file 'no-such-preset' and no preset" in bad.output
-    yaml.safe_dump(demo.to_dict())  # the run record's config is plain data
+    config = demo.to_dict()  # the run record's config is plain data
+    assert yaml.safe_load(yaml.safe_dump(config)) == config and config["samples"] == demo.samples

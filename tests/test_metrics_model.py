@@ -280,6 +280,13 @@ ROBUST = {
 }
 
 
+def quantus_explain_func(explainer):
+    """Our explainer in Quantus's ``explain_func`` form: numpy in, (B, 1, H, W) numpy out."""
+    return lambda model, inputs, targets, **_: explainer(torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()[
+        :, None
+    ]
+
+
 @pytest.mark.parametrize("name", sorted(ROBUST))
 def test_robustness_equals_quantus_on_the_same_perturbations(name, net, data):
     images, _, targets = data
@@ -302,9 +309,7 @@ def test_robustness_equals_quantus_on_the_same_perturbations(name, net, data):
         images,
         maps,
         targets,
-        explain_func=lambda model, inputs, targets, **_: explainer(
-            torch.as_tensor(inputs), torch.as_tensor(targets)
-        ).numpy()[:, None],
+        explain_func=quantus_explain_func(explainer),
     )
     assert np.isfinite(theirs).all()
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=2e-4)
@@ -326,9 +331,7 @@ def test_robustness_agrees_with_quantus_own_noise_statistically(net, data):
         images,
         maps,
         targets,
-        explain_func=lambda model, inputs, targets, **_: explainer(
-            torch.as_tensor(inputs), torch.as_tensor(targets)
-        ).numpy()[:, None],
+        explain_func=quantus_explain_func(explainer),
     )
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=0.05)  # means of 100 draws from the same distribution
 

@@ -74,24 +74,31 @@ class _CurveMetric(Metric):
             raise ValueError(f"{self.name}: steps must be ≥ 1, got {steps}")
         self.steps, self.baseline, self.softmax, self.batch_size = steps, baseline, softmax, batch_size
 
+    def ranked_scores(self, maps, start, fill, model, targets, *, extra_step: int, cumulative: bool = True):
+        """``(steps, scores)``: each pixel's step in the map's ranking, and the target scores of copies of
+        ``start`` whose steps' pixels are taken from ``fill`` (cumulatively, or one step at a time);
+        ``extra_step`` adds the copy after the last step."""
+        steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
+        scores = perturbed_scores(
+            model,
+            start,
+            fill,
+            steps,
+            int(steps.max()) + 1 + extra_step,
+            targets,
+            softmax=self.softmax,
+            batch_size=self.batch_size,
+            cumulative=cumulative,
+        )
+        return steps, scores
+
     def deletion_curve(self, maps, images, model, targets, cache) -> Tensor:
         """Target scores while the top-ranked pixels are replaced by the baseline, ``(B, S + 1)``:
         point ``s`` has the first ``s`` steps deleted (point 0 is the image itself)."""
 
         def compute():
-            steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
-            n = int(steps.max()) + 2
-            curve = perturbed_scores(
-                model,
-                images,
-                baseline_image(images, self.baseline),
-                steps,
-                n,
-                targets,
-                softmax=self.softmax,
-                batch_size=self.batch_size,
-            ).double()
-            return curve
+            fill = baseline_image(images, self.baseline)
+            return self.ranked_scores(maps, images, fill, model, targets, extra_step=1)[1].double()
 
         return cached(cache, ("deletion_curve", self.steps, str(self.baseline), self.softmax), compute)
 
@@ -99,13 +106,7 @@ class _CurveMetric(Metric):
         """Target scores while the top-ranked pixels are copied onto a blurred image, ``(B, S + 1)``."""
 
         def compute():
-            steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
-            n = int(steps.max()) + 2
-            blurred = rise_blur(images)
-            curve = perturbed_scores(
-                model, blurred, images, steps, n, targets, softmax=self.softmax, batch_size=self.batch_size
-            ).double()
-            return curve
+            return self.ranked_scores(maps, rise_blur(images), images, model, targets, extra_step=1)[1].double()
 
         return cached(cache, ("insertion_curve", self.steps, self.softmax), compute)
 
@@ -198,19 +199,9 @@ class FaithfulnessEstimate(_CurveMetric):
 
     def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
         maps, images, model, targets = self._inputs(maps, images, model, targets)
-        steps = pixel_steps(maps, _pixels_per_step(maps, self.steps))
-        n = int(steps.max()) + 1
-        perturbed = perturbed_scores(
-            model,
-            images,
-            baseline_image(images, self.baseline),
-            steps,
-            n,
-            targets,
-            softmax=self.softmax,
-            batch_size=self.batch_size,
-            cumulative=False,
-        )
+        fill = baseline_image(images, self.baseline)
+        steps, perturbed = self.ranked_scores(maps, images, fill, model, targets, extra_step=0, cumulative=False)
+        n = perturbed.shape[1]
         drops = (target_scores(model, images, targets, self.softmax)[:, None] - perturbed).double()
         attributions = torch.zeros(len(maps), n, dtype=torch.float64, device=maps.device)
         attributions.scatter_add_(1, steps, flat(maps))
