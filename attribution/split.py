@@ -18,6 +18,7 @@ activations (which would overwrite ``A``).
 from __future__ import annotations
 
 import difflib
+import functools
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from attribution.layout import FeatureLayout, infer_layout
 
-__all__ = ["LayerSplit", "split_at", "resolve_layer_name", "LayerNotFoundError"]
+__all__ = ["LayerSplit", "PooledHead", "split_at", "resolve_layer_name", "LayerNotFoundError"]
 
 
 class LayerNotFoundError(ValueError):
@@ -148,6 +149,48 @@ class LayerSplit:
     def layout_for(self, feats: Tensor) -> FeatureLayout:
         return self.layout if self.layout is not None else infer_layout(feats)
 
+    @functools.cached_property
+    def pooled_head(self) -> PooledHead | None:
+        """The suffix as ``head(GAP(A))`` when its first and only use of ``A`` is a global average pool."""
+        return _pooled_head(self.suffix)
+
+
+@dataclass(eq=False)
+class PooledHead:
+    """A suffix that starts with a global average pool: ``suffix(A) = head(GAP(A))``.
+
+    Channel scaling commutes with the pool, ``GAP(z ⊙ A) = z ⊙ GAP(A)``, so the channel-scaling
+    predictor ``g(z) = y^c(z ⊙ A)`` can be evaluated on pooled ``(N, K)`` vectors. When ``head`` is
+    a linear classifier after shape-only steps (flatten, eval-mode dropout), ``g`` is affine in ``z``:
+    ``g(z) = w^c · (z ⊙ GAP(A)) + b^c`` (``classifier`` is then that ``nn.Linear``).
+    """
+
+    head: fx.GraphModule  # the pool's output → logits
+    pooled_shape: tuple[int, ...]  # trailing axes of the pool's output after (N, K): (1, 1) or ()
+    classifier: nn.Linear | None
+
+    @staticmethod
+    def pool(maps: Tensor) -> Tensor:
+        """``GAP(A)``: ``(B, K, U, V)`` → ``(B, K)``."""
+        return maps.mean(dim=(2, 3))
+
+    def logits(self, pooled: Tensor) -> Tensor:
+        """The suffix's logits from pooled ``(N, K)`` activations."""
+        return self.head(pooled.reshape(*pooled.shape[:2], *self.pooled_shape))
+
+    def target_scores(self, pooled: Tensor, targets: Tensor) -> Tensor:
+        """``y^{targets[r]}`` of each pooled row ``(N, K)``."""
+        if self.classifier is None:
+            return self.logits(pooled).gather(1, targets[:, None]).squeeze(1)
+        bias = self.classifier.bias[targets] if self.classifier.bias is not None else 0
+        return (pooled * self.classifier.weight[targets]).sum(dim=1) + bias
+
+    def score_gradient(self, pooled: Tensor, targets: Tensor) -> Tensor | None:
+        """``∂g/∂z = w^c ⊙ GAP(A)`` (constant in ``z``) when the head is affine, else ``None``."""
+        if self.classifier is None:
+            return None
+        return self.classifier.weight[targets] * pooled
+
 
 def _gather_live(live: tuple, index: Tensor | None) -> tuple:
     """The live values of image ``index[r]`` for each suffix row ``r`` (non-tensors pass through)."""
@@ -232,6 +275,73 @@ def _without_classifier(suffix: fx.GraphModule, root: nn.Module) -> tuple[fx.Gra
         env[node] = graph.node_copy(node, lambda a: env[a])
     graph.output(env[last.args[0]])
     return fx.GraphModule(root, graph), classifier
+
+
+_SHAPE_ONLY_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, nn.functional.dropout, torch.dropout)
+_SHAPE_ONLY_METHODS = ("flatten", "view", "reshape", "squeeze", "contiguous")
+_SHAPE_ONLY_MODULES = (nn.Flatten, nn.Dropout, nn.Identity)
+_SPATIAL_DIMS = ({2, 3}, {-2, -1})
+
+
+def _is_global_average_pool(node: fx.Node, root: nn.Module) -> bool:
+    """``node`` averages every channel of its 4-D input over both spatial axes."""
+    if node.op == "call_module":
+        module = root.get_submodule(node.target)
+        return type(module) is nn.AdaptiveAvgPool2d and module.output_size in (1, (1, 1), [1, 1])
+    if node.op == "call_function" and node.target is nn.functional.adaptive_avg_pool2d:
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+        return size in (1, (1, 1), [1, 1])
+    if (node.op == "call_method" and node.target == "mean") or (node.op == "call_function" and node.target is torch.mean):
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return isinstance(dims, (tuple, list)) and set(dims) in _SPATIAL_DIMS
+    return False
+
+
+def _is_shape_only(node: fx.Node, root: nn.Module) -> bool:
+    """``node`` only reshapes its input (dropout is the identity in eval mode, which ``split_at`` requires)."""
+    if node.op == "call_module":
+        return type(root.get_submodule(node.target)) in _SHAPE_ONLY_MODULES
+    if node.op == "call_function":
+        return node.target in _SHAPE_ONLY_FUNCTIONS
+    return node.op == "call_method" and node.target in _SHAPE_ONLY_METHODS
+
+
+def _pooled_head(suffix: fx.GraphModule) -> PooledHead | None:
+    """Cut ``suffix`` after its global average pool, if ``A`` reaches the rest only through it."""
+    nodes = list(suffix.graph.nodes)
+    activations = nodes[0]
+    if any(n.op == "placeholder" and n.users for n in nodes[1:]):  # the head also reads live values
+        return None
+    if len(activations.users) != 1:
+        return None
+    pool = next(iter(activations.users))
+    if not _is_global_average_pool(pool, suffix):
+        return None
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {pool: graph.placeholder("pooled")}
+    for node in nodes:
+        if node is not pool and node not in (activations,) and node.op != "placeholder":
+            env[node] = graph.node_copy(node, lambda a: env[a])
+    head = fx.GraphModule(suffix, graph)
+    probe = fx.GraphModule(suffix, _single_node_graph(pool))(torch.zeros(1, 1, 2, 2))
+    output = next(n for n in nodes if n.op == "output")
+    last = output.args[0]
+    chain = [n for n in nodes if n.op not in ("placeholder", "output", "get_attr") and n is not pool]
+    affine = (
+        isinstance(last, fx.Node)
+        and last.op == "call_module"
+        and type(suffix.get_submodule(last.target)) is nn.Linear
+        and all(n is last or (_is_shape_only(n, suffix) and len(n.users) == 1) for n in chain)
+    )
+    return PooledHead(head, tuple(probe.shape[2:]), suffix.get_submodule(last.target) if affine else None)
+
+
+def _single_node_graph(node: fx.Node) -> fx.Graph:
+    graph = fx.Graph()
+    source = node.all_input_nodes[0]
+    env = {source: graph.placeholder("x")}
+    graph.output(graph.node_copy(node, lambda a: env[a]))
+    return graph
 
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, LayerSplit]]" = weakref.WeakKeyDictionary()

@@ -122,7 +122,9 @@ def manifest() -> None:
 @click.option("--out", required=True, help="manifest folder (local path or s3:// / gs:// URI)")
 @click.option("-n", "--n", "n", type=int, default=None, help="images to sample, stratified by class (default: all)")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--split", default=None, help="dataset split (default: the builder's)")
+@click.option("--split", default=None,
+              help="dataset split (default: the builder's evaluation split); reference sets for Expected "
+                   "Grad-CAM are built from the train split, which needs no masks")
 @click.option("--category", "categories", multiple=True, help="COCO category name (repeatable), e.g. zebra")
 @click.option("--reference/--embed", "reference", default=False,
               help="store image paths/URIs instead of the encoded bytes")
@@ -133,11 +135,18 @@ def manifest_build(dataset, root, out, n, seed, split, categories, reference, sh
     \b
     Datasets: imagenet, cifar10, coco, cub200, oxford_pets, flowers102, stanford_dogs, fgvc_aircraft,
     folder (ImageFolder), demo (bundled, needs no ROOT).
+
+    The evaluation set is the builder's default split. The reference distribution that Expected
+    Grad-CAM draws its perturbations from is the train split, built as a manifest of its own (an
+    image without a mask is kept there), e.g.
+
+    \b
+      camgrid manifest build cub200 ~/data/CUB_200_2011 --split train --out manifests/cub200_train -n 4096
     """
     from storage.builders import BUILDERS, build
 
     options = {"categories": list(categories)} if categories else {}
-    if dataset != "demo" and root is None and dataset in BUILDERS:
+    if dataset not in ("demo", "demo_references") and root is None and dataset in BUILDERS:
         raise click.BadParameter(f"{dataset} needs the ROOT folder of its files", param_hint="ROOT")
     last = [-1]
 
@@ -152,7 +161,8 @@ def manifest_build(dataset, root, out, n, seed, split, categories, reference, sh
                       progress=progress, **options)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise click.ClickException(str(err)) from err
-    click.echo(f"wrote {out}: {len(built)} images, {len(built.shards)} shards, {len(built.class_names)} classes, "
+    click.echo(f"wrote {out} (split {built.metadata['sample']['split']}): {len(built)} images, "
+               f"{len(built.shards)} shards, {len(built.class_names)} classes, "
                f"{len(built.skipped)} skipped")
     for skip in built.skipped[:10]:
         click.echo(f"  skipped {skip['image_id'] or skip['source']}: {skip['reason']}")

@@ -158,6 +158,135 @@ def test_referenced_images_are_read_through_their_uri(tmp_path):
     assert decode_image(uri_record).size == (40, 30)
 
 
+def _layout(name: str, root):
+    """Write builder ``name``'s fixture at ``root``: (dataset root, its evaluation split, build options)."""
+    if name == "imagenet":
+        layouts.imagenet_val(root)
+        layouts.imagenet_train(root)
+        return root, "val", {}
+    if name == "cub200":
+        return layouts.cub(root), "test", {}
+    if name == "fgvc_aircraft":
+        layouts.aircraft(root)
+        return root / "fgvc-aircraft-2013b", "test", {}
+    write = {"cifar10": layouts.cifar10, "coco": layouts.coco, "oxford_pets": layouts.pets,
+             "flowers102": layouts.flowers, "stanford_dogs": layouts.dogs, "folder": layouts.image_folder_splits}
+    write[name](root)
+    return root, "val" if name == "coco" else "test", {"categories": ["zebra"]} if name == "coco" else {}
+
+
+@pytest.mark.parametrize("name", sorted(layouts.TRAIN_IDS))
+def test_every_builder_builds_its_train_split_apart_from_its_evaluation_split(tmp_path, name):
+    root, evaluation_split, options = _layout(name, tmp_path / "data")
+    train = build(name, root, tmp_path / "train", split="train", n=None, **options)
+    evaluation = build(name, root, tmp_path / "eval", split=evaluation_split, n=None, **options)
+    recorded = "trainval" if name == "oxford_pets" else "train"  # Pets' training split is trainval
+    train_ids = set(by_id(train))
+    assert train_ids == layouts.TRAIN_IDS[name]
+    assert set(train.table.column("split").to_pylist()) == {recorded}
+    assert set(evaluation.table.column("split").to_pylist()) == {evaluation_split} and len(evaluation) > 0
+    assert not train_ids & set(by_id(evaluation))
+    assert train.class_names == evaluation.class_names
+    stored = read_manifest(tmp_path / "train").metadata["sample"]
+    assert stored["split"] == recorded and stored["require_masks"] is False
+    assert read_manifest(tmp_path / "eval").metadata["sample"] | {"candidates": 0} == {
+        "split": evaluation_split, "n": None, "seed": 0, "candidates": 0, "require_masks": True}
+    sampled = build(name, root, tmp_path / "two", split="train", n=2, **options)
+    assert len(sampled) == 2 and set(by_id(sampled)) <= train_ids
+
+
+@pytest.mark.parametrize("name, missing", [("cub200", "Black_footed_Albatross_0006"),
+                                           ("oxford_pets", "american_bulldog_3"), ("flowers102", "image_00006")])
+def test_train_images_without_a_mask_are_kept_without_one(tmp_path, name, missing):
+    if name == "cub200":
+        root = layouts.cub(tmp_path, missing_segmentation=f"001.Black_footed_Albatross/{missing}")
+    elif name == "oxford_pets":
+        root = tmp_path
+        layouts.pets(root, missing_trimap=missing)
+    else:
+        root = tmp_path
+        layouts.flowers(root, missing_segmentation=6)
+    records = by_id(build(name, root, tmp_path / "train", split="train", n=None))
+    assert records[missing]["mask"] is None and records[missing]["width"] == 40
+    assert all(r["mask"] is not None for image_id, r in records.items() if image_id != missing)
+    assert read_manifest(tmp_path / "train").skipped == []
+    strict = build(name, root, tmp_path / "strict", split="train", n=None, require_masks=True)
+    assert missing not in by_id(strict) and [s["image_id"] for s in strict.skipped] == [missing]
+    assert "missing mask file" in strict.skipped[0]["reason"]
+
+
+def test_a_train_split_needs_no_segmentation_folder_but_a_test_split_does(tmp_path):
+    import shutil
+
+    cub = layouts.cub(tmp_path / "cub")
+    shutil.rmtree(tmp_path / "cub" / "segmentations")
+    train = build("cub200", cub, tmp_path / "m1", split="train", n=None)
+    assert len(train) == 3 and all(r["mask"] is None for r in train.records())
+    assert all(r["boxes"] for r in train.records())  # the boxes are still there
+    with pytest.raises(FileNotFoundError, match="CUB segmentations folder"):
+        build("cub200", cub, tmp_path / "m2", split="test")
+    layouts.flowers(tmp_path / "flowers")
+    shutil.rmtree(tmp_path / "flowers" / "segmim")
+    trainval = build("flowers102", tmp_path / "flowers", tmp_path / "m3", split="trainval", n=None)
+    assert sorted(by_id(trainval)) == ["image_00001", "image_00002", "image_00006", "image_00007"]
+    assert all(r["mask"] is None for r in trainval.records())
+    with pytest.raises(FileNotFoundError, match="segmim"):
+        build("flowers102", tmp_path / "flowers", tmp_path / "m4", split="test")
+
+
+def test_imagenet_train_shares_the_val_label_space(tmp_path):
+    expected = layouts.imagenet_val(tmp_path)
+    wnids = layouts.imagenet_train(tmp_path)["wnids"]
+    val = build("imagenet", tmp_path, tmp_path / "val", n=None)
+    train = build("imagenet", tmp_path, tmp_path / "train", split="train", n=None)
+    assert train.class_names == val.class_names == tuple(expected["names"])
+    val_label = {expected["wnids"][image_id]: r["label"] for image_id, r in by_id(val).items()}
+    assert len(val_label) == 4 and val_label["n03000000"] == 2  # zeta thing: ILSVRC2012_ID 1, third in WNID order
+    records = by_id(train)
+    assert {image_id: r["label"] for image_id, r in records.items()} == {i: val_label[w] for i, w in wnids.items()}
+    assert {r["label_name"] for r in records.values()} == {"alpha thing", "beta thing", "zeta thing"}
+    assert [tuple(b.values()) for b in records["n03000000_7"]["boxes"]] == [(4, 6, 30, 28)]
+    assert records["n03000000_1"]["boxes"] is None and decode_image(records["n01000000_2"]).size == (40, 30)
+    assert [s["reason"] for s in train.skipped] == ["class n04000000 (omega thing) has no training images"]
+
+
+def test_imagenet_train_layout_errors(tmp_path):
+    layouts.imagenet_val(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no train/ folder"):
+        build("imagenet", tmp_path, tmp_path / "m", split="train")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "n01000000.tar").write_bytes(b"")  # the per-class archives, still packed
+    with pytest.raises(ManifestError, match="unpack each into its <wnid>/ folder"):
+        build("imagenet", tmp_path, tmp_path / "m", split="train")
+    layouts.write_image(tmp_path / "train" / "n05555555" / "n05555555_1.JPEG")
+    with pytest.raises(ManifestError, match="'n05555555' is not one of the devkit's 1000 leaf synsets"):
+        build("imagenet", tmp_path, tmp_path / "m", split="train")
+
+
+def test_folder_split_folders_share_one_label_space(tmp_path):
+    layouts.image_folder_splits(tmp_path / "data")
+    test = build("folder", tmp_path / "data", tmp_path / "m", split="test", n=None)
+    assert test.class_names == ("cats", "dogs", "zebras") and by_id(test)["test/dogs/d1"]["label"] == 1
+    assert [s["reason"] for s in test.skipped] == ["class 'zebras' has no images"]
+    with pytest.raises(ManifestError, match="holds split folders \\(test, train\\).*split 'test'"):
+        build("folder", tmp_path / "data", tmp_path / "m2")
+
+
+@pytest.mark.parametrize("name, dataset, allowed", [
+    ("imagenet", "ILSVRC2012", "val, train"), ("cifar10", "CIFAR-10", "test, train"), ("coco", "COCO 2017", "val, train"),
+    ("cub200", "CUB-200-2011", "train, test, all"), ("oxford_pets", "Oxford-IIIT Pet", "train (= trainval), trainval, test"),
+    ("flowers102", "Flowers-102", "train, val, trainval, test"), ("stanford_dogs", "Stanford Dogs", "train, test"),
+    ("fgvc_aircraft", "FGVC-Aircraft", "train, val, trainval, test"), ("folder", "ImageFolder", "all, test, train")])
+def test_an_unknown_split_names_the_dataset_and_its_splits(tmp_path, name, dataset, allowed):
+    if name == "folder":
+        layouts.image_folder_splits(tmp_path)
+    with pytest.raises(ManifestError) as raised:
+        build(name, tmp_path, tmp_path / "m", split="tset")
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(dataset) and "'tset' unknown" in message
+    assert message.endswith(f"choose from {allowed}")
+
+
 def test_unknown_builder_suggests_a_name(tmp_path):
     with pytest.raises(UnknownBuilderError, match="did you mean 'cifar10'"):
         build("cifar-10", tmp_path, tmp_path / "m")
@@ -189,5 +318,4 @@ def test_demo_manifest_has_exact_masks_and_imagenet_labels(tmp_path):
         assert (texture[:, 0] == texture[:, 1]).all() and (texture[:, 1] == texture[:, 2]).all()  # grey outside
         assert (image[mask].std(axis=1) > 0).mean() > 0.5  # the colour photo inside
     assert read_manifest(tmp_path / "demo").metadata["builder"] == "demo"
-    assert sorted(BUILDERS) == sorted(["imagenet", "cifar10", "coco", "cub200", "oxford_pets", "flowers102",
-                                       "stanford_dogs", "fgvc_aircraft", "folder", "demo"])
+    assert set(layouts.TRAIN_IDS) | {"demo"} <= set(BUILDERS)

@@ -72,7 +72,7 @@ def test_training_mode_is_refused(gap_net, images):
 
 
 def test_expected_gradcam_needs_references_and_rejects_the_explained_image(gap_net, images, reference):
-    with pytest.raises(ValueError, match="needs reference images"):
+    with pytest.raises(ValueError, match="needs a reference distribution"):
         create_method("expected_gradcam")(gap_net, "features", images)
     mixed = torch.cat([reference, images[1:2]])
     with pytest.raises(ValueError, match=r"images \[1\] of the batch are in Expected Grad-CAM's reference set"):

@@ -52,3 +52,22 @@ def test_report_uses_the_directions_in_the_run_record(tmp_path):
     store.write_record(run_record("r", {}, seed=0))
     missing = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
     assert missing.exit_code != 0 and "no metric_directions" in missing.output
+
+
+def test_manifest_build_train_split_for_a_reference_set(tmp_path):
+    layouts.cifar10(tmp_path / "cifar")
+    runner = CliRunner()
+    usage = runner.invoke(main, ["manifest", "build", "--help"])
+    assert usage.exit_code == 0 and "--split" in usage.output
+    assert "camgrid manifest build cub200 ~/data/CUB_200_2011 --split train --out manifests/cub200_train -n 4096" \
+        in usage.output
+    assert "reference sets for Expected Grad-CAM are built from the train split" in " ".join(usage.output.split())
+    built = runner.invoke(main, ["manifest", "build", "cifar10", str(tmp_path / "cifar"), "--split", "train", "--out",
+                                 str(tmp_path / "train"), "-n", "4"])
+    assert built.exit_code == 0, built.output
+    assert "(split train): 4 images, 1 shards, 10 classes, 0 skipped" in built.output
+    shown = runner.invoke(main, ["manifest", "show", str(tmp_path / "train")])
+    assert shown.exit_code == 0 and "│ cifar10 ┆ train ┆ 4 " in shown.output
+    wrong = runner.invoke(main, ["manifest", "build", "cifar10", str(tmp_path / "cifar"), "--split", "tset", "--out",
+                                 str(tmp_path / "m")])
+    assert wrong.exit_code != 0 and "CIFAR-10 split 'tset' unknown; choose from test, train" in wrong.output

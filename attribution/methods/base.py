@@ -90,14 +90,6 @@ class LayerPass:
         logits = self.logits if logits is None else logits
         return logits.gather(1, self.targets[:, None]).squeeze(1)
 
-    def scaled_scores(self, split: LayerSplit, z: Tensor) -> Tensor:
-        """``g(z) = y^c(z_1·A^1, …, z_K·A^K)`` for every image and every row of ``z`` (P, K) → (B, P):
-        only the network after the target layer runs, and only the target class is scored."""
-        b, p = self.feats.shape[0], z.shape[0]
-        scaled = self.layout.scale_channels(self.feats[:, None], z[None]).flatten(0, 1)  # one pass: (B·P, …)
-        index = torch.arange(b, device=z.device).repeat_interleave(p)
-        return split.target_scores(scaled, self.live, self.targets[index], index).reshape(b, p)
-
 
 def forward_pass(split: LayerSplit, images: Tensor, targets: Targets) -> LayerPass:
     """Activations and logits, no gradients."""

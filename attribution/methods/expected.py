@@ -1,47 +1,71 @@
 """Expected Grad-CAM (Buono et al., "Not All CAMs Are Complete", TMLR 2026).
 
 The channel-scaling predictor of a target layer with activations ``A`` is
-``g(z) = y^c(z_1·A^1, …, z_K·A^K)``, with ``z0 = 1`` the unperturbed network. Expected Grad-CAM's
-channel weights minimise the explanation infidelity (Yeh et al. 2019; the paper's eq. 14)
+``g(z) = y^c(z_1·A^1, …, z_K·A^K)``, with ``z0 = 1`` the unperturbed network
+(:mod:`attribution.channel_scaling`). Expected Grad-CAM's channel weights minimise the explanation
+infidelity (Yeh et al. 2019; the paper's eq. 14)
 
     INFD(α) = E_I[(Iᵀα − (g(z0) − g(z0 − I)))²]
 
-over a perturbation distribution of ``I``; the minimiser (Definition 3.9, Theorem 3.10) is
+over a perturbation distribution of ``I`` (Definition 3.9, eq. 20); the minimiser (Theorem 3.10, eq. 21) is
 
-    α* = (M̂ + λ·Id)⁻¹ · (1/M) Σ_m I_m (g(z0) − g(z0 − I_m)),    M̂ = (1/M) Σ_m I_m I_mᵀ,
+    α* = (M̂ + λ·Id)⁻¹ · (1/M) Σ_m I_m ⟨I_m, φ^EG_m⟩,    M̂ = (1/M) Σ_m I_m I_mᵀ,
 
-and the map is ``ReLU(Σ_k α*_k A^k)`` as for Grad-CAM. Perturbation distributions:
+and the map is ``ReLU(Σ_k α*_k A^k)`` (Definition 3.11, eq. 22). By completeness,
+``⟨I, φ^EG⟩ = g(z0) − g(z0 − I)``; ``estimator="closed_form"`` uses that exact difference.
+Perturbation distributions:
 
-* ``"data"`` (the paper's default, App. B.1): ``I = 1 − a·h(x')``, ``x'`` a reference image
-  of the same dataset (never the explained one), ``a ~ U(0, 1)``, ``h`` the global average pool
-  of the target layer's maps of ``x'``; ``M = 2K``.
+* ``"data"`` (the paper's default, Definition 3.8 and App. B.1): ``I = 1 − a·h(x')``, ``x'`` drawn
+  from a reference distribution of the same dataset (its train split; never the explained image),
+  a new ``x'`` per perturbation, ``a ~ U(0, 1)``, ``h`` the global average pool of the target layer's
+  maps of ``x'`` (eq. 19); ``M = 2K`` (Table 2). ``M̂`` has rank ``≤ min(M, K, R + 1)`` with ``R`` distinct
+  references: the paper's full-rank regime needs ``R ≥ K − 1`` reference images, and a smaller pool
+  raises a :class:`~attribution.channel_scaling.RankDeficientWarning` (:meth:`ExpectedGradCAM.diagnostics`).
 * ``"gaussian"``: ``I ~ N(μ·1, σ²·Id)`` (App. A.1.5).
-* ``"dirac"``: a point mass at ``I0`` (App. A.1.5, eq. 53 and 68). ``M̂ = I0 I0ᵀ`` is singular; the
+* ``"dirac"``: a point mass at ``I0`` (App. A.1.5, eqs. 53 and 68). ``M̂ = I0 I0ᵀ`` is singular; the
   minimum-norm solution ``α = I0 (g(z0) − g(z0 − I0)) / ‖I0‖²`` satisfies completeness at ``I0``.
 
-The perturbation set depends only on the reference set and the seed, so ``M̂`` and its Cholesky
-factor (in float64) are computed once per (model, layer) and reused for every image. Data-aware
-perturbations span at most ``R + 1`` directions (``R`` reference images), so with fewer
-references than channels ``M̂`` is singular and ``λ`` selects the minimum-norm solution. Per image the cost is
-``M`` evaluations of the network *after* the target layer (batched, ``batch_size`` rows at a time)
-and one triangular solve.
+The perturbation set depends only on the reference features and the seed, so ``M̂`` and its
+Cholesky factor (float64) are built once per (model, layer) and reused for every image.
 
-``estimator="expected_gradients"`` replaces each exact difference ``g(z0) − g(z0 − I)`` by the
-paper's Monte Carlo route ``⟨I, φ^EG⟩``: Expected Gradients of ``g`` from ``N`` baselines
-``z' = z0 − I + σ·ε`` (``ε ~ N(0, Id)``, σ = 0.1) to ``z0`` with ``T`` midpoint Riemann steps, which by
-completeness converges to ``g(z0) − E g(z')``. It costs ``M·N·T`` suffix gradients per image and
-exists to compare the two estimators.
+Cost per image, by the route of :class:`~attribution.channel_scaling.ChannelScaling`: when the
+network after the layer is a global average pool and a linear classifier (ResNet, Inception v3,
+EfficientNet), ``g`` is affine in ``z`` with ``∂g/∂z = w^c ⊙ GAP(A)`` and ``α* = P·∂g/∂z``,
+``P = (M̂ + λ·Id)⁻¹M̂`` computed once: no pass after the target layer at all. At full rank ``P → Id``,
+so the weights are ``w^c ⊙ GAP(A)`` — what Ablation-CAM (times ``y^c``) and Integrated Grad-CAM also
+give on such heads; the methods differ on nonlinear heads. A pooled nonlinear head (ConvNeXt) runs
+on ``(M, K)`` pooled vectors; any other suffix (VGG, ViT) on the ``M`` scaled activations,
+``batch_size`` rows at a time.
+
+``estimator="expected_gradients"`` is the paper's Monte Carlo route ``⟨I_m, φ^EG_m⟩``, with
+``φ^EG_m`` the mean over ``N`` baselines ``z' = z0 − I_m + σ·ε`` (``ε ~ N(0, Id)``, σ = 0.1) of the
+``T``-step midpoint Riemann sum of ``∇g`` on the straight path from ``z'`` to ``z0``. Eq. 17 as printed
+integrates from ``z' ~ N(0, σ²)`` to ``z0 − I``, which contradicts Remark B.4 (``N = 1``, ``𝒟 = δ₀`` gives
+``φ^IG`` on the path ``z0 − I → z0``); this module follows Remark B.4. For ``g`` affine in ``z`` the route
+is exact for every ``N`` and ``T``. It costs ``M·N·T`` gradients of ``g`` per image and exists to
+compare the two estimators.
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from attribution.channel_scaling import (
+    ChannelScaling,
+    Diagnostics,
+    PerturbationSet,
+    SecondMoment,
+    data_aware_perturbations,
+    dirac_perturbation,
+    gaussian_perturbations,
+    pooled_features,
+)
+from attribution.layout import FeatureLayout
 from attribution.methods.base import LayerPass, Targets, WeightedCAM, check_images, forward_pass, sample_generators
 from attribution.methods.registry import register
 from attribution.split import LayerSplit, split_at
@@ -66,19 +90,21 @@ class Regression:
 
     weights: Tensor  # (B, K): α*
     maps: Tensor  # (B, K, U, V): A
-    perturbations: Tensor  # (M, K): I_m
-    deltas: Tensor  # (B, M): g(z0) − g(z0 − I_m) (or its Expected-Gradients estimate)
+    perturbations: Tensor  # (M, K): I_m (float64)
+    deltas: Tensor  # (B, M): g(z0) − g(z0 − I_m) (or its Expected-Gradients estimate), float64
+    diagnostics: Diagnostics
 
     def infidelity(self, weights: Tensor | None = None) -> Tensor:
         """Eq. 14 of ``weights`` (default: α*) on this regression's perturbation sample."""
-        return cam_infidelity(self.weights if weights is None else weights, self.perturbations, self.deltas)
+        weights = self.weights if weights is None else weights
+        return cam_infidelity(weights.double(), self.perturbations, self.deltas)
 
 
 @dataclass(eq=False)
-class _PerturbationSet:
-    perturbations: Tensor  # (M, K)
-    cholesky: Tensor | None  # lower factor of M̂ + λ·Id; None for the Dirac case
-    reference_gap: Tensor | None  # (R, K) h(x') of the reference images
+class _FittedSet:
+    moment: SecondMoment  # M̂ and its factor, on the device
+    perturbations: Tensor  # (M, K) float64 on the device
+    reference: Tensor | None  # (R, K) h(x') of the pool on the device (to refuse explaining a reference)
 
 
 @register("expected_gradcam")
@@ -86,7 +112,10 @@ class ExpectedGradCAM(WeightedCAM):
     """Expected Grad-CAM: infidelity-optimal channel weights (see the module docstring).
 
     Args:
-        reference: normalised reference images ``(R, C, H, W)`` for data-aware perturbations.
+        reference: normalised reference images ``(R, C, H, W)`` for data-aware perturbations; their
+            features ``h(x')`` are computed once per (model, layer).
+        reference_features: precomputed ``h(x')`` ``(R, K)`` of the reference images instead
+            (:func:`attribution.channel_scaling.reference_features`).
         perturbation: ``"data"``, ``"gaussian"`` or ``"dirac"``.
         n_perturbations: ``M``; default ``2K`` (``1`` for the Dirac case).
         ridge: Tikhonov ``λ``.
@@ -94,14 +123,18 @@ class ExpectedGradCAM(WeightedCAM):
         dirac_point: ``I0`` of the Dirac case (a scalar times ``1``, or a ``(K,)`` tensor).
         estimator: ``"closed_form"`` (exact differences) or ``"expected_gradients"``.
         eg_baselines, eg_steps, eg_sigma: ``N``, ``T`` and ``σ`` of the Expected-Gradients route.
-        batch_size: suffix rows evaluated at once (bounds memory; on CPU larger chunks fall out of
-            cache — ``benchmarks/bench_methods.py --egc-chunks 32,128,512`` compares them).
+        batch_size: rows after the target layer evaluated at once on the general route (bounds memory).
+        fast_path: evaluate ``g`` on pooled vectors, or in closed form, where the network after the layer
+            allows it (exact); ``False`` runs every perturbation through the whole suffix, for comparison.
         seed: seed of the perturbation set (and, with per-image seeds, of the EG baselines).
     """
+
+    reference_pool: ClassVar[str] = "fit"
 
     def __init__(
         self,
         reference: Tensor | None = None,
+        reference_features: Tensor | None = None,
         perturbation: Perturbation = "data",
         n_perturbations: int | None = None,
         ridge: float = 1e-6,
@@ -113,35 +146,71 @@ class ExpectedGradCAM(WeightedCAM):
         eg_steps: int = 50,
         eg_sigma: float = 0.1,
         batch_size: int = 64,
+        fast_path: bool = True,
         seed: int = 0,
     ):
         if perturbation not in ("data", "gaussian", "dirac"):
             raise ValueError(f"unknown perturbation distribution {perturbation!r}; use 'data', 'gaussian' or 'dirac'")
         if estimator not in ("closed_form", "expected_gradients"):
             raise ValueError(f"unknown estimator {estimator!r}; use 'closed_form' or 'expected_gradients'")
+        if reference is not None and reference_features is not None:
+            raise ValueError("give reference images or their features (reference_features), not both")
         if reference is not None:
             check_images(reference)
-        self.reference = reference
+        if reference_features is not None and (reference_features.ndim != 2 or reference_features.shape[0] == 0):
+            raise ValueError(f"reference_features must be (R, K); got shape {tuple(reference_features.shape)}")
+        for name, value, low in (("n_perturbations", n_perturbations, 1), ("eg_baselines", eg_baselines, 1),
+                                 ("eg_steps", eg_steps, 1), ("batch_size", batch_size, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"{name} must be an integer ≥ {low}; got {value!r}")
+        if not ridge > 0:
+            raise ValueError(f"ridge must be positive; got {ridge!r}")
+        self.reference, self.reference_features = reference, reference_features
         self.perturbation, self.n_perturbations, self.ridge = perturbation, n_perturbations, ridge
         self.gaussian_mean, self.gaussian_std, self.dirac_point = gaussian_mean, gaussian_std, dirac_point
         self.estimator, self.eg_baselines, self.eg_steps, self.eg_sigma = estimator, eg_baselines, eg_steps, eg_sigma
-        self.batch_size, self.seed = batch_size, seed
-        self._sets: weakref.WeakKeyDictionary[LayerSplit, _PerturbationSet] = weakref.WeakKeyDictionary()
+        self.batch_size, self.fast_path, self.seed = batch_size, fast_path, seed
+        self._sets: weakref.WeakKeyDictionary[LayerSplit, _FittedSet] = weakref.WeakKeyDictionary()
+
+    @property
+    def needs_reference(self) -> bool:
+        """Data-aware perturbations draw from a reference pool; the Gaussian and Dirac cases do not."""
+        return self.perturbation == "data"
 
     def __repr__(self) -> str:
-        ref = None if self.reference is None else tuple(self.reference.shape)
+        if self.reference is not None:
+            ref = f"reference={tuple(self.reference.shape)}"
+        elif self.reference_features is not None:
+            ref = f"reference_features={tuple(self.reference_features.shape)}"
+        else:
+            ref = "reference=None"
         return (
-            f"ExpectedGradCAM(reference={ref}, perturbation={self.perturbation!r}, M={self.n_perturbations}, "
+            f"ExpectedGradCAM({ref}, perturbation={self.perturbation!r}, M={self.n_perturbations}, "
             f"estimator={self.estimator!r}, seed={self.seed})"
         )
 
     # -- public API -------------------------------------------------------------------------
     def regression(
-        self, model: nn.Module, layer: str, images: Tensor, targets: Targets = None, *, seeds=None, layout=None
+        self,
+        model: nn.Module,
+        layer: str,
+        images: Tensor,
+        targets: Targets = None,
+        *,
+        seeds=None,
+        layout: FeatureLayout | None = None,
     ) -> Regression:
         """The weights together with the perturbation sample and differences they were fitted on."""
         check_images(images)
         return self._regress(split_at(model, layer, layout), images, targets, seeds)
+
+    def diagnostics(
+        self, model: nn.Module, layer: str, *, layout: FeatureLayout | None = None, device: torch.device | None = None
+    ) -> Diagnostics:
+        """``M``, ``K``, distinct references, rank and condition number of this method's ``M̂`` for (model, layer)."""
+        split = split_at(model, layer, layout)
+        device = device or next(model.parameters()).device
+        return self._fitted_set(split, self._channels(split, model, device), device).moment.diagnostics
 
     def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
         fit = self._regress(split, images, targets, seeds)
@@ -150,113 +219,103 @@ class ExpectedGradCAM(WeightedCAM):
     # -- the regression -----------------------------------------------------------------------
     def _regress(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> Regression:
         base = forward_pass(split, images, targets)
-        pset = self._perturbation_set(split, base)
-        if pset.reference_gap is not None:
-            _reject_reference_members(base.maps.mean(dim=(2, 3)), pset.reference_gap)
-        I = pset.perturbations
-        if self.estimator == "closed_form":
-            deltas = self._exact_deltas(split, base, I)
+        fitted = self._fitted_set(split, base.maps.shape[1], images.device)
+        if fitted.reference is not None:
+            _reject_reference_members(base.maps.mean(dim=(2, 3)), fitted.reference)
+        g = ChannelScaling(
+            split, base.feats, base.live, base.layout, base.targets, chunk=self.batch_size, fast_path=self.fast_path
+        )
+        I = fitted.perturbations
+        gradient = g.linear_gradient() if self.perturbation != "dirac" else None
+        if self.estimator == "expected_gradients":
+            deltas = self._expected_gradient_deltas(g, base, I, sample_generators(self.seed, seeds, len(images)))
+        elif gradient is not None:
+            deltas = gradient @ I.T
         else:
-            deltas = self._expected_gradient_deltas(split, base, I, sample_generators(self.seed, seeds, len(images)))
-        if pset.cholesky is None:  # Dirac: minimum-norm solution of the rank-one system
+            deltas = g.differences(I)
+        if self.perturbation == "dirac":  # minimum-norm solution of the rank-one system
             weights = deltas[:, :1] * I[0] / I[0].dot(I[0])
+        elif gradient is not None and self.estimator == "closed_form":
+            weights = gradient @ fitted.moment.projection.T  # α* = P ∂g/∂z, exact for an affine g
         else:
-            rhs = deltas.double() @ I.double() / I.shape[0]  # (B, K): (1/M) Σ_m Δ_m I_m
-            weights = torch.cholesky_solve(rhs.T, pset.cholesky).T.to(deltas.dtype)
-        return Regression(weights, base.maps, I, deltas)
+            weights = fitted.moment.solve(deltas @ I / I.shape[0])  # (M̂ + λI)⁻¹ (1/M) Σ_m Δ_m I_m
+        return Regression(weights.to(base.feats.dtype), base.maps, I, deltas, fitted.moment.diagnostics)
 
-    def _rows_per_chunk(self, batch: int) -> int:
-        return max(1, self.batch_size // batch)
-
-    def _exact_deltas(self, split: LayerSplit, base: LayerPass, I: Tensor) -> Tensor:
-        """``Δ_m = g(z0) − g(z0 − I_m)`` for every image, ``(B, M)``."""
-        step = self._rows_per_chunk(base.feats.shape[0])
-        with torch.no_grad():
-            scores = [base.scaled_scores(split, 1 - I[start : start + step]) for start in range(0, I.shape[0], step)]
-        return base.target_scores()[:, None] - torch.cat(scores, dim=1)
-
-    def _expected_gradient_deltas(self, split: LayerSplit, base: LayerPass, I: Tensor, generators) -> Tensor:
-        """``⟨I_m, φ^EG_m⟩``: Expected Gradients of ``g`` from ``z' = z0 − I_m + σε`` to ``z0``."""
+    def _expected_gradient_deltas(self, g: ChannelScaling, base: LayerPass, I: Tensor, generators) -> Tensor:
+        """``⟨I_m, φ^EG_m⟩``: Expected Gradients of ``g`` from ``z' = z0 − I_m + σε`` to ``z0`` (eqs. 17, 21)."""
         b, device, dtype = base.feats.shape[0], base.feats.device, base.feats.dtype
         m_total, k = I.shape
         n, t_steps = self.eg_baselines, self.eg_steps
         t = (torch.arange(t_steps, device=device, dtype=dtype) + 0.5) / t_steps  # midpoint Riemann sum
-        deltas = torch.empty(b, m_total, device=device, dtype=dtype)
+        index = torch.arange(b, device=device).repeat_interleave(n * t_steps)
+        deltas = torch.empty(b, m_total, device=device, dtype=torch.float64)
         for m in range(m_total):
-            eps = torch.stack([torch.randn((n, k), generator=g) for g in generators]).to(device, dtype)  # (B, N, K)
-            start = (1 - I[m]) + self.eg_sigma * eps  # baselines z'
-            direction = 1 - start  # z0 − z'
-            z = (start[:, :, None] + t[None, None, :, None] * direction[:, :, None]).reshape(-1, k)
-            index = torch.arange(b, device=device).repeat_interleave(n * t_steps)
+            eps = torch.stack([torch.randn((n, k), generator=gen) for gen in generators]).to(device, dtype)  # (B, N, K)
+            start = (1 - I[m].to(dtype)) + self.eg_sigma * eps  # baselines z'
+            z = (start[:, :, None] + t[None, None, :, None] * (1 - start)[:, :, None]).reshape(-1, k)
             grads = torch.cat(
                 [
-                    self._score_gradient(split, base, z[s : s + self.batch_size], index[s : s + self.batch_size])
+                    g.gradient(z[s : s + self.batch_size], index[s : s + self.batch_size])
                     for s in range(0, z.shape[0], self.batch_size)
                 ]
-            ).reshape(b, n, t_steps, k)
-            deltas[:, m] = (grads.mean(dim=2) * direction).sum(dim=2).mean(dim=1)
+            )
+            phi = grads.reshape(b, n * t_steps, k).double().mean(dim=1)  # φ^EG_m: mean over baselines and steps
+            deltas[:, m] = phi @ I[m]
         return deltas
 
-    @staticmethod
-    def _score_gradient(split: LayerSplit, base: LayerPass, z: Tensor, index: Tensor) -> Tensor:
-        """``∂g/∂z`` at row ``r`` of ``z``, scaling the activations of image ``index[r]``."""
-        z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            scaled = base.layout.scale_channels(base.feats[index], z)
-            (grad,) = torch.autograd.grad(split.target_scores(scaled, base.live, base.targets[index], index).sum(), z)
-        return grad
-
     # -- the perturbation set, once per (model, layer) ------------------------------------------
-    def _perturbation_set(self, split: LayerSplit, base: LayerPass) -> _PerturbationSet:
-        cached = self._sets.get(split)
-        if cached is not None and cached.perturbations.device == base.feats.device:
-            return cached
-        k = base.maps.shape[1]
-        generator = torch.Generator().manual_seed(self.seed)
-        dtype, device = base.feats.dtype, base.feats.device
-        reference_gap = None
-        if self.perturbation == "dirac":
-            point = torch.as_tensor(self.dirac_point, dtype=dtype)
-            I = point.expand(k).clone()[None] if point.ndim == 0 else point.reshape(1, k)
-            pset = _PerturbationSet(I.to(device), None, None)
-        else:
-            m = self.n_perturbations or 2 * k
-            if self.perturbation == "gaussian":
-                I = self.gaussian_mean + self.gaussian_std * torch.randn((m, k), generator=generator, dtype=dtype)
-            else:
-                reference_gap = self._reference_gap(split, base).cpu()
-                pick = torch.randint(reference_gap.shape[0], (m,), generator=generator)
-                a = torch.rand((m, 1), generator=generator, dtype=dtype)
-                I = 1 - a * reference_gap[pick]
-            I = I.to(device)
-            exact = I.double()  # λ = 1e-6 leaves M̂ + λI too ill-conditioned for a float32 factor
-            second_moment = exact.T @ exact / m + self.ridge * torch.eye(k, device=device, dtype=torch.float64)
-            cholesky, info = torch.linalg.cholesky_ex(second_moment)
-            if info.any():
-                raise ValueError(
-                    f"M̂ + λI is not positive definite (M = {m}, K = {k}, λ = {self.ridge}); raise ridge or n_perturbations"
-                )
-            pset = _PerturbationSet(I, cholesky, None if reference_gap is None else reference_gap.to(device))
-        self._sets[split] = pset
-        return pset
+    def _channels(self, split: LayerSplit, model: nn.Module, device: torch.device) -> int:
+        if self.reference_features is not None:
+            return self.reference_features.shape[1]
+        probe = self.reference[:1] if self.reference is not None else None
+        if probe is None:
+            raise ValueError("the number of channels is known once an image is explained; call the method first")
+        with torch.no_grad():
+            feats, _ = split.features(probe.to(device))
+        return split.layout_for(feats).to_maps(feats).shape[1]
 
-    def _reference_gap(self, split: LayerSplit, base: LayerPass) -> Tensor:
+    def _fitted_set(self, split: LayerSplit, channels: int, device: torch.device) -> _FittedSet:
+        cached = self._sets.get(split)
+        if cached is not None and cached.perturbations.device == device:
+            return cached
+        if cached is not None:
+            fitted = _FittedSet(cached.moment.to(device), cached.perturbations.to(device),
+                                None if cached.reference is None else cached.reference.to(device))
+            self._sets[split] = fitted
+            return fitted
+        features = None
+        if self.perturbation == "dirac":
+            pset = dirac_perturbation(self.dirac_point, channels)
+        elif self.perturbation == "gaussian":
+            pset = gaussian_perturbations(channels, self.n_perturbations or 2 * channels, self.gaussian_mean,
+                                          self.gaussian_std, self.seed)
+        else:
+            features = self._reference_pool(split, device)
+            if features.shape[1] != channels:
+                raise ValueError(
+                    f"reference features have {features.shape[1]} channels but layer {split.layer!r} has {channels}"
+                )
+            pset = data_aware_perturbations(features, self.n_perturbations or 2 * channels, self.seed)
+        fitted = _FittedSet(SecondMoment.of(pset, self.ridge).to(device), pset.perturbations.to(device),
+                            None if features is None else features.to(device))
+        self._sets[split] = fitted
+        return fitted
+
+    def _reference_pool(self, split: LayerSplit, device: torch.device) -> Tensor:
+        if self.reference_features is not None:
+            return self.reference_features.detach().float()
         if self.reference is None:
             raise ValueError(
-                "Expected Grad-CAM with data-aware perturbations needs reference images "
-                "(ExpectedGradCAM(reference=...)): images of the same dataset, not the explained ones"
+                "Expected Grad-CAM with data-aware perturbations needs a reference distribution: "
+                "ExpectedGradCAM(reference=images) or (reference_features=h) from the dataset's train split, "
+                "at least K images for a full-rank M̂"
             )
-        gaps = []
-        with torch.no_grad():
-            for start in range(0, self.reference.shape[0], 64):
-                chunk = self.reference[start : start + 64].to(base.feats.device, base.feats.dtype)
-                gaps.append(base.layout.to_maps(split.features(chunk)[0]).mean(dim=(2, 3)))
-        return torch.cat(gaps)
+        return pooled_features(split, self.reference, device).cpu()
 
 
 def _reject_reference_members(gap: Tensor, reference_gap: Tensor) -> None:
     """Raise if an explained image is one of the reference images (identical pooled features)."""
-    distance = torch.cdist(gap, reference_gap)
+    distance = torch.cdist(gap.float(), reference_gap.float())
     scale = gap.norm(dim=1, keepdim=True).clamp(min=1e-12)
     hits = (distance <= 1e-6 * scale).any(dim=1)
     if hits.any():

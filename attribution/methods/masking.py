@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attribution.channel_scaling import ChannelScaling
 from attribution.methods.base import CAMMethod, Targets, WeightedCAM, forward_pass
 from attribution.methods.registry import register
 from attribution.postprocess import minmax_normalize, upsample
@@ -54,7 +55,8 @@ class ScoreCAM(WeightedCAM):
 class AblationCAM(WeightedCAM):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020, eq. 3): ``w_k = (y^c − y^c_k) / y^c`` where
     ``y^c_k`` is the target score with channel ``k`` of the target layer set to zero. Only the
-    network after the target layer is re-run (``K`` suffix passes, batched)."""
+    network after the target layer is re-run (``K`` suffix passes, batched; on pooled vectors when the
+    suffix starts with a global average pool, :class:`~attribution.channel_scaling.ChannelScaling`)."""
 
     def __init__(self, batch_size: int = 256):
         self.batch_size = batch_size
@@ -62,14 +64,15 @@ class AblationCAM(WeightedCAM):
     def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
         base = forward_pass(split, images, targets)
         b, k = base.maps.shape[:2]
-        score = base.target_scores()
-        ablated = torch.empty(b, k, device=images.device, dtype=score.dtype)
+        g = ChannelScaling(split, base.feats, base.live, base.layout, base.targets, chunk=self.batch_size)
         eye = torch.eye(k, device=images.device, dtype=base.feats.dtype)
         per_chunk = max(1, self.batch_size // b)
         with torch.no_grad():
+            score = g.scores(torch.ones_like(eye[:1]))[:, 0]
+            ablated = torch.empty(b, k, device=images.device, dtype=score.dtype)
             for start in range(0, k, per_chunk):
                 z = 1 - eye[start : start + per_chunk]  # (P, K): channel start+p switched off
-                ablated[:, start : start + z.shape[0]] = base.scaled_scores(split, z)
+                ablated[:, start : start + z.shape[0]] = g.scores(z)
         return (score[:, None] - ablated) / score[:, None], base.maps
 
 

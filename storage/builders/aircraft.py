@@ -5,13 +5,14 @@ Layout (``root`` = ``fgvc-aircraft-2013b``, or its ``data`` folder)::
     data/images/1025794.jpg …   data/variants.txt   data/images_variant_<split>.txt   data/images_box.txt
 
 Boxes are as given (``xmin ymin xmax ymax``, 1-based pixels); images keep their copyright banner.
+Each split reads its own ``images_variant_<split>.txt``: train, val, trainval (train + val) or test.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from storage.builders.common import Candidate, DatasetIndex, read_table_file, require_path
+from storage.builders.common import Candidate, DatasetIndex, read_table_file, require_path, unknown_split
 from storage.manifest import ManifestError
 
 VERSION = "1"
@@ -20,7 +21,7 @@ SPLITS = ("train", "val", "trainval", "test")
 
 def index_aircraft(root: Path, split: str = "test") -> DatasetIndex:
     if split not in SPLITS:
-        raise ManifestError(f"FGVC-Aircraft split {split!r} unknown; choose from {list(SPLITS)}")
+        raise unknown_split("FGVC-Aircraft", split, SPLITS)
     data = root / "data" if (root / "data").is_dir() else root
     names = [line.strip() for line in require_path(data / "variants.txt", "FGVC-Aircraft variants.txt")
              .read_text().splitlines() if line.strip()]
@@ -35,4 +36,4 @@ def index_aircraft(root: Path, split: str = "test") -> DatasetIndex:
         box = (boxes[image_id],) if image_id in boxes else None
         candidates.append(Candidate(image_id, label_of[variant], split, str(data / "images" / f"{image_id}.jpg"),
                                     boxes=box))
-    return DatasetIndex("fgvc_aircraft", names, candidates, str(root))
+    return DatasetIndex("fgvc_aircraft", names, candidates, str(root), split=split)

@@ -4,6 +4,8 @@ Layout (``root``, or ``root/cifar-10-batches-py``)::
 
     batches.meta   data_batch_1 … data_batch_5   test_batch      (pickled dicts)
 
+Split ``train`` is the five ``data_batch_*`` files (50,000 images), ``test`` the ``test_batch``.
+
 Images exist only inside the pickles, so they are embedded as lossless PNG; ``image_id`` is
 ``<batch>_<row>`` (CIFAR's own file names are not unique).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from storage.builders.common import Candidate, DatasetIndex, require_path
+from storage.builders.common import Candidate, DatasetIndex, require_path, unknown_split
 from storage.manifest import ManifestError
 
 VERSION = "1"
@@ -42,7 +44,7 @@ def _png(pixels: np.ndarray) -> bytes:
 
 def index_cifar10(root: Path, split: str = "test") -> DatasetIndex:
     if split not in SPLITS:
-        raise ManifestError(f"CIFAR-10 split {split!r} unknown; choose from {sorted(SPLITS)}")
+        raise unknown_split("CIFAR-10", split, sorted(SPLITS))
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
     names = [n.decode() for n in _unpickle(root / "batches.meta")[b"label_names"]]
@@ -54,4 +56,4 @@ def index_cifar10(root: Path, split: str = "test") -> DatasetIndex:
             raise ManifestError(f"CIFAR-10 batch {root / batch_name}: data is {data.shape}, expected ({len(labels)}, 3072)")
         candidates += [Candidate(f"{batch_name}_{row:05d}", int(label), split, None, load=partial(_png, data[row]))
                        for row, label in enumerate(labels)]
-    return DatasetIndex("cifar10", names, candidates, str(root))
+    return DatasetIndex("cifar10", names, candidates, str(root), split=split)

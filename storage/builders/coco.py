@@ -2,7 +2,8 @@
 
 Layout (``root``)::
 
-    annotations/instances_val2017.json     val2017/000000000139.jpg …
+    annotations/instances_val2017.json     val2017/000000000139.jpg …          (split val)
+    annotations/instances_train2017.json   train2017/000000000009.jpg …        (split train)
 
 The label space is COCO's 80 categories in id order (label = position, label_name = name). Each
 chosen category contributes the images that contain it, with the union of its instance masks
@@ -19,11 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
-from storage.builders.common import Candidate, DatasetIndex, require_path
+from storage.builders.common import Candidate, DatasetIndex, require_path, unknown_split
 from storage.manifest import ManifestError
 
 VERSION = "1"
 LAYOUT = "annotations/instances_<split>2017.json and <split>2017/*.jpg"
+SPLITS = ("val", "train")
 
 
 def union_mask(segmentations: Sequence, height: int, width: int) -> np.ndarray:
@@ -44,6 +46,8 @@ def union_mask(segmentations: Sequence, height: int, width: int) -> np.ndarray:
 
 
 def index_coco(root: Path, split: str = "val", categories: Sequence[str] = ("zebra",)) -> DatasetIndex:
+    if split not in SPLITS:
+        raise unknown_split("COCO 2017", split, SPLITS)
     path = require_path(root / "annotations" / f"instances_{split}2017.json", "COCO instances file", LAYOUT)
     try:
         coco = json.loads(path.read_text())
@@ -77,4 +81,4 @@ def index_coco(root: Path, split: str = "val", categories: Sequence[str] = ("zeb
             suffix = "" if len(categories) == 1 else f"#{name}"
             candidates.append(Candidate(f"{image_id:012d}{suffix}", position[cat_id], split,
                                         str(folder / image["file_name"]), mask=mask, boxes=boxes))
-    return DatasetIndex("coco", names, candidates, str(root))
+    return DatasetIndex("coco", names, candidates, str(root), split=split)

@@ -3,6 +3,10 @@
 A builder only *indexes* its dataset's on-disk layout into :class:`Candidate` rows (cheap: it reads
 annotation files, not images). :func:`build_manifest` then samples, reads and checks each chosen
 image (and its mask), records every rejected one with the reason, and writes the manifest.
+
+An evaluation split needs every image's ground truth, so an image whose mask file is missing is
+rejected. A *reference* manifest (the train split Expected Grad-CAM draws its data-aware
+perturbations from) needs none: with ``require_masks=False`` such an image is kept, without a mask.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from storage.manifest import MANIFEST_SCHEMA, Manifest, ManifestError, encode_ma
 from storage.sampling import SampleTooSmallError, select_stratified
 
 __all__ = ["Box", "Candidate", "DatasetIndex", "build_manifest", "require_path", "read_table_file", "read_voc_boxes",
-           "load_mat", "open_mask_image", "class_names_from"]
+           "load_mat", "open_mask_image", "class_names_from", "unknown_split"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,12 @@ class DatasetIndex:
     candidates: list[Candidate]
     source: str
     skipped: list[dict[str, str]] = field(default_factory=list)  # annotation-level skips (e.g. an empty class)
+    split: str | None = None  # the split indexed, as the rows record it (None: whatever the candidates say)
+
+    @property
+    def split_name(self) -> str:
+        """The split indexed: ``split``, else the candidates' splits (comma-separated when several)."""
+        return self.split if self.split is not None else ",".join(sorted({c.split for c in self.candidates}))
 
 
 def require_path(path: Path, what: str, layout_hint: str = "") -> Path:
@@ -118,12 +128,15 @@ def _check_image(payload: bytes) -> tuple[int, int]:
 
 def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None, seed: int = 0,
                    embed: bool = True, shard_size: int = 100, builder: str, builder_version: str,
-                   progress: Callable[[int, int], None] | None = None) -> Manifest:
+                   progress: Callable[[int, int], None] | None = None, require_masks: bool = True) -> Manifest:
     """Sample ``n`` images of ``index`` (stratified by class), check them, and write the manifest.
 
-    An image that is missing, cannot be decoded, or whose mask is missing or of another size is
+    An image that is missing, cannot be decoded, or whose mask is corrupt or of another size is
     left out and recorded in the manifest metadata (``skipped``) with the reason; its class draws
-    a replacement. Fewer usable images than ``n`` is an error, never a silently short manifest.
+    a replacement. So is one whose mask file is missing, unless ``require_masks`` is false (a
+    reference set): then the image is kept with no mask. Fewer usable images than ``n`` is an
+    error, never a silently short manifest. The metadata's ``sample`` records the split, ``n``,
+    ``seed``, the number of candidates and ``require_masks``.
     """
     if not index.candidates:
         raise ManifestError(f"{index.dataset}: no images found under {index.source}")
@@ -153,12 +166,15 @@ def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None
             try:
                 array = candidate.mask()
             except FileNotFoundError as err:
-                return skip(str(err))
+                if require_masks:
+                    return skip(str(err))
+                array = None  # a reference image needs no ground truth
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
                 return skip(f"corrupt mask: {err}")
-            if array.shape != (height, width):
-                return skip(f"mask is {array.shape[1]}×{array.shape[0]} but the image is {width}×{height}")
-            mask = encode_mask(array)
+            if array is not None:
+                if array.shape != (height, width):
+                    return skip(f"mask is {array.shape[1]}×{array.shape[0]} but the image is {width}×{height}")
+                mask = encode_mask(array)
         boxes = None if candidate.boxes is None else [dict(zip(("xmin", "ymin", "xmax", "ymax"), b))
                                                       for b in candidate.boxes]
         done += 1
@@ -180,12 +196,17 @@ def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None
     for position, row in enumerate(rows):
         row["shard"] = position // shard_size
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    sample = {"split": index.split_name, "n": n, "seed": seed, "candidates": len(index.candidates),
+              "require_masks": require_masks}
     return write_manifest(table, out, class_names=index.class_names, builder=builder,
-                          builder_version=builder_version, source=index.source,
-                          sample={"n": n, "seed": seed, "candidates": len(index.candidates)}, skipped=skipped)
+                          builder_version=builder_version, source=index.source, sample=sample, skipped=skipped)
 
 
 def class_names_from(values: Sequence[str]) -> list[str]:
     """Sorted unique names (the ImageFolder / WordNet-id convention for label indices)."""
     return sorted(set(values))
 
+
+def unknown_split(dataset: str, split: str, allowed: Sequence[str]) -> ManifestError:
+    """The one-line error for a split name a dataset does not have."""
+    return ManifestError(f"{dataset} split {split!r} unknown; choose from {', '.join(allowed)}")

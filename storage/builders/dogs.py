@@ -6,7 +6,8 @@ Layout (``root``)::
     Annotation/n02085620-Chihuahua/n02085620_10074          (VOC-style XML, no extension)
     train_list.mat  test_list.mat                           (file_list, labels 1..120)
 
-Class names come from the folder names (``n02085620-Chihuahua`` → ``Chihuahua``).
+Class names come from the folder names (``n02085620-Chihuahua`` → ``Chihuahua``). Split ``train``
+reads ``train_list.mat`` (12,000 images), ``test`` reads ``test_list.mat`` (8,580).
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.builders.common import Candidate, DatasetIndex, load_mat, read_voc_boxes, require_path
+from storage.builders.common import Candidate, DatasetIndex, load_mat, read_voc_boxes, require_path, unknown_split
 from storage.manifest import ManifestError
 
 VERSION = "1"
+SPLITS = ("train", "test")
 LAYOUT = "Images/<wnid>-<breed>/*.jpg, Annotation/<wnid>-<breed>/<stem>, {train,test}_list.mat"
 
 
 def index_dogs(root: Path, split: str = "test") -> DatasetIndex:
-    if split not in ("train", "test"):
-        raise ManifestError(f"Stanford Dogs split {split!r} unknown; choose train or test")
+    if split not in SPLITS:
+        raise unknown_split("Stanford Dogs", split, SPLITS)
     lists = load_mat(root / f"{split}_list.mat", f"Stanford Dogs {split}_list.mat")
     files = [str(f) for f in np.atleast_1d(lists["file_list"])]
     labels = [int(label) for label in np.atleast_1d(lists["labels"])]
@@ -41,4 +43,4 @@ def index_dogs(root: Path, split: str = "test") -> DatasetIndex:
         boxes = tuple(box for _, box in read_voc_boxes(annotation)) if annotation.exists() else None
         candidates.append(Candidate(Path(relative).stem, label - 1, split, str(root / "Images" / relative),
                                     boxes=boxes))
-    return DatasetIndex("stanford_dogs", names, candidates, str(root))
+    return DatasetIndex("stanford_dogs", names, candidates, str(root), split=split)

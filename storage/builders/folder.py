@@ -1,34 +1,59 @@
 """A folder of images in the ImageFolder layout, for users' own data.
 
-Layout (``root``)::
+Layout (``root``), either one ImageFolder (split ``all``, the default)::
 
     <class name>/<image>.{jpg,jpeg,png,bmp,webp,tif,tiff} …    (nested folders allowed below a class)
 
-Labels index the sorted class-folder names (torchvision's ``ImageFolder`` convention). A class
-folder without images keeps its label and is recorded as a skip; ``image_id`` is the path below
-``root`` without the extension.
+or one ImageFolder per split (split ``train``, ``val``, ``test`` or any other folder name)::
+
+    train/<class name>/<image>.jpg …     val/<class name>/<image>.jpg …
+
+Labels index the sorted class-folder names (torchvision's ``ImageFolder`` convention); with split
+folders, the label space is the sorted union of every split folder's classes, so a train
+(reference) manifest and a test manifest of the same root agree on every label. A class folder
+without images keeps its label and is recorded as a skip; ``image_id`` is the path below ``root``
+without the extension (``train/cats/0001`` with split folders, so ids never repeat across splits).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from storage.builders.common import Candidate, DatasetIndex
+from storage.builders.common import Candidate, DatasetIndex, unknown_split
+from storage.manifest import ManifestError
 
 VERSION = "1"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def index_folder(root: Path, split: str = "all", dataset: str | None = None) -> DatasetIndex:
     if not root.is_dir():
         raise FileNotFoundError(f"no image folder at {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if split == "all":
+        folder = root
+        classes = _subfolders(root)
+        if classes and set(classes) <= set(SPLIT_NAMES) and all(_subfolders(root / c) for c in classes):
+            raise ManifestError(f"{root} holds split folders ({', '.join(classes)}), not class folders: "
+                                f"choose the split, e.g. split {classes[0]!r}")
+    else:
+        splits = [name for name in _subfolders(root) if _subfolders(root / name)]
+        if split not in splits:
+            raise unknown_split(f"ImageFolder {root}", split, ["all", *splits])
+        folder = root / split
+        classes = sorted({name for other in splits for name in _subfolders(root / other)})
     if not classes:
-        raise FileNotFoundError(f"{root} has no class folders (expected <root>/<class>/<image>)")
+        raise FileNotFoundError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
     candidates, skipped = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        directory = folder / name  # may be absent from this split folder
+        found = directory.rglob("*") if directory.is_dir() else ()
+        files = sorted(p for p in found if p.suffix.lower() in EXTENSIONS and p.is_file())
         if not files:
-            skipped.append({"image_id": "", "source": str(root / name), "reason": f"class {name!r} has no images"})
+            skipped.append({"image_id": "", "source": str(directory), "reason": f"class {name!r} has no images"})
         candidates += [Candidate(str(p.relative_to(root).with_suffix("")), label, split, str(p)) for p in files]
-    return DatasetIndex(dataset or root.name, classes, candidates, str(root), skipped)
+    return DatasetIndex(dataset or root.name, classes, candidates, str(root), skipped, split=split)

@@ -6,7 +6,9 @@ Layout (``root``)::
     annotations/{list.txt,trainval.txt,test.txt}     "Abyssinian_100 1 1 1" (name, class id, species, breed id)
     annotations/trimaps/Abyssinian_1.png             1 = pet, 2 = background, 3 = boundary
 
-The mask is the pet with its boundary band (trimap ≠ 2).
+The mask is the pet with its boundary band (trimap ≠ 2). The dataset's training split is
+``trainval`` (``train`` names it too; rows record ``trainval``); a trainval (reference) image whose
+trimap is missing is kept without a mask.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.builders.common import Candidate, DatasetIndex, open_mask_image, read_table_file
-from storage.manifest import ManifestError
+from storage.builders.common import Candidate, DatasetIndex, open_mask_image, read_table_file, unknown_split
 
 VERSION = "1"
 SPLITS = {"trainval": "trainval.txt", "test": "test.txt"}
+ALIASES = {"train": "trainval"}
 
 
 def _trimap_mask(path: Path) -> np.ndarray:
@@ -29,8 +31,9 @@ def _trimap_mask(path: Path) -> np.ndarray:
 
 
 def index_pets(root: Path, split: str = "test") -> DatasetIndex:
+    split = ALIASES.get(split, split)
     if split not in SPLITS:
-        raise ManifestError(f"Oxford-IIIT Pet split {split!r} unknown; choose from {sorted(SPLITS)}")
+        raise unknown_split("Oxford-IIIT Pet", split, ["train (= trainval)", *SPLITS])
     annotations = root / "annotations"
     every = read_table_file(annotations / "list.txt", "Oxford-IIIT Pet annotations/list.txt", 4)
     breed = {int(class_id): name.rsplit("_", 1)[0].replace("_", " ") for name, class_id, _, _ in every}
@@ -39,4 +42,4 @@ def index_pets(root: Path, split: str = "test") -> DatasetIndex:
     candidates = [Candidate(name, int(class_id) - 1, split, str(root / "images" / f"{name}.jpg"),
                             mask=partial(_trimap_mask, annotations / "trimaps" / f"{name}.png"))
                   for name, class_id, _, _ in rows]
-    return DatasetIndex("oxford_pets", names, candidates, str(root))
+    return DatasetIndex("oxford_pets", names, candidates, str(root), split=split)
