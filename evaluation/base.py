@@ -50,6 +50,9 @@ def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, r
     return values
 
 
+ReferencePool = Literal["fit", "held_out"]
+
+
 class Metric:
     """A saliency metric: ``metric(maps, **inputs) → (B,)`` float64 with NaN where undefined.
 
@@ -70,6 +73,7 @@ class Metric:
     take_abs: ClassVar[bool] = False  # Quantus's default ``abs`` for this metric
     normalise: ClassVar[bool] = True  # Quantus's default ``normalise`` (by max|a|, per sample)
     pooled: ClassVar[bool] = False  # scores depend on the other samples of the call
+    reference_pool: ClassVar[ReferencePool | None] = None  # "held_out": the job gives it held-out reference features
 
     def prepare(self, maps: torch.Tensor) -> torch.Tensor:
         if maps.dim() != 3:

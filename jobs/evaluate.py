@@ -19,21 +19,37 @@ import inspect
 import logging
 import os
 import time
-from typing import Any
+import warnings
+from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import torch
 
+from attribution.channel_scaling import RankDeficientWarning, reference_features
 from attribution.methods import WeightedCAM, create_method
-from attribution.methods.registry import method_class
-from attribution.models import load_model
+from attribution.models import LoadedModel, load_model
+from attribution.models.preprocessing import Preprocessing
 from attribution.postprocess import check_finite, relu, upsample
 from evaluation import create_metric
 from evaluation.registry import metric_class
-from jobs.plan import CellPlan, image_seed, preprocessing_for
+from jobs.plan import POOLS, CellPlan, ReferencePlan, image_seed, preprocessing_for
 from storage.manifest import decode_image, ground_truth_mask
+from storage.results import RunStore
 
-__all__ = ["CellEvaluator", "output_schema", "pooled_metrics"]
+__all__ = ["CellEvaluator", "ReferenceFeaturizer", "features_by_pool", "output_schema", "pooled_metrics"]
+
+
+def _bound(factory: Callable[..., Any], name: str, params, features: dict[str, torch.Tensor], black) -> Any:
+    """A method or metric with what the job supplies: the features of the reference pool it declares
+    (``reference_pool``) and, where it takes a ``baseline``, the model's true black ``−mean/std``."""
+    instance = factory(name, **params)
+    extra: dict[str, Any] = {}
+    if instance.reference_pool is not None:
+        extra["reference_features"] = features[instance.reference_pool]
+    if "baseline" in inspect.signature(type(instance).__init__).parameters and "baseline" not in params:
+        extra["baseline"] = black  # the image that is black after normalisation, as (x − mean) / std
+    return factory(name, **params, **extra) if extra else instance
 
 
 def pooled_metrics(plan: CellPlan) -> list[str]:
@@ -61,50 +77,82 @@ def output_schema(plan: CellPlan) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _load_cell_model(plan: CellPlan, torch_threads: int | None) -> tuple[torch.device, LoadedModel, Preprocessing]:
+    """The cell's model on this actor's device (the GPU Ray assigned, if any) and its preprocessing."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":  # Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs: 1
+        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+    loaded = load_model(plan.model, plan.weights, layer=plan.layer, num_classes=plan.num_classes, device=device)
+    return device, loaded, preprocessing_for(plan.model, plan.layer, plan.input_size)
+
+
+def features_by_pool(table: pa.Table, references: ReferencePlan, where: str) -> dict[str, torch.Tensor]:
+    """The stored reference features as ``pool → (R, K)`` float32, rows in the plan's (sorted id) order.
+
+    The stored ids must be exactly the plan's: features of another draw are never used.
+    """
+    ids = table.column("image_id").to_pylist()
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    if len(row_of) != len(ids) or set(row_of) != set(references.ids):
+        raise ValueError(f"{where}: the stored reference features are not those of this cell's reference images")
+    values = table.column("features").combine_chunks()
+    matrix = np.asarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), -1)
+    return {pool: torch.from_numpy(matrix[[row_of[i] for i in references.pools[pool]]]) for pool in POOLS
+            if references.pools[pool]}
+
+
+class ReferenceFeaturizer:
+    """Ray Data ``map_batches`` callable: reference manifest rows → ``h(x')`` of the cell's model (eq. 19).
+
+    The first stage of a cell: the features of its reference images are computed once, on the
+    cell's actors, and stored in the run directory; every evaluator of the cell reads them from there.
+    """
+
+    def __init__(self, plan: CellPlan, torch_threads: int | None = None):
+        self.plan = plan
+        self.device, self.loaded, self.preprocessing = _load_cell_model(plan, torch_threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        images = torch.stack([self.preprocessing(decode_image(row)) for row in rows]).to(self.device)
+        features = reference_features(self.loaded.model, self.loaded.layer, images, layout=self.loaded.layout)
+        flat = pa.array(features.cpu().numpy().astype("<f4").ravel())
+        column = pa.FixedSizeListArray.from_arrays(flat, features.shape[1]).cast(pa.list_(pa.float32()))
+        return pa.table({"image_id": [row["image_id"] for row in rows], "features": column})
+
+
 class CellEvaluator:
     """Ray Data ``map_batches`` callable: a batch of manifest rows → one row per (image, method)."""
 
     def __init__(self, plan: CellPlan, torch_threads: int | None = None):
         self.plan = plan
-        # NaN reasons stay out of the driver's console: the report's nan_report.csv lists every undefined score
+        # NaN reasons and rank diagnostics stay out of the driver's console: the report's nan_report.csv
+        # lists every undefined score, and the driver prints each cell's M̂ diagnostics once
         logging.getLogger("evaluation").setLevel(os.environ.get("CAMGRID_METRIC_LOG_LEVEL", "ERROR"))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":  # Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs: 1
-            torch.set_num_threads(torch_threads or os.cpu_count() or 1)
-        self.loaded = load_model(
-            plan.model, plan.weights, layer=plan.layer, num_classes=plan.num_classes, device=self.device
-        )
-        self.preprocessing = preprocessing_for(plan.model, plan.layer, plan.input_size)
-        reference = self._reference_images()
+        logging.getLogger("attribution").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=RankDeficientWarning)
+        self.device, self.loaded, self.preprocessing = _load_cell_model(plan, torch_threads)
+        features = self._reference_features()
         black = tuple(-m / s for m, s in zip(self.preprocessing.mean, self.preprocessing.std))
-        self.methods = {
-            name: create_method(name, **self._with_defaults(method_class(name), params, reference, black))
-            for name, params in plan.methods.items()
-        }
+        self.methods = {name: _bound(create_method, name, params, features, black)
+                        for name, params in plan.methods.items()}
         pooled = set(pooled_metrics(plan))
         self.metrics = {
-            name: create_metric(name, **self._with_defaults(metric_class(name), params, reference, black))
+            name: _bound(create_metric, name, params, features, black)
             for name, params in plan.metrics.items()
             if name not in pooled
         }
         self.schema = output_schema(plan)
 
-    def _reference_images(self) -> torch.Tensor | None:
-        if not self.plan.references:
-            return None
-        images = [self.preprocessing(decode_image(row)) for row in self.plan.references]
-        return torch.stack(images).to(self.device)
-
-    @staticmethod
-    def _with_defaults(cls: type, params, reference, black) -> dict[str, Any]:
-        """The spec's parameters plus what the job supplies: the reference set and the model's true black."""
-        accepted = inspect.signature(cls.__init__).parameters
-        params = dict(params)
-        if "reference" in accepted and "reference" not in params:
-            params["reference"] = reference
-        if "baseline" in accepted and "baseline" not in params:
-            params["baseline"] = black  # the image that is black after normalisation, as (x − mean) / std
-        return params
+    def _reference_features(self) -> dict[str, torch.Tensor]:
+        """The cell's stored ``h(x')`` per pool, on this actor's device (computed by the job's first stage)."""
+        if self.plan.references is None:
+            return {}
+        table = RunStore(self.plan.location).reference_features(self.plan.dataset, self.plan.architecture)
+        if table is None:
+            raise FileNotFoundError(f"cell {self.plan.name}: no stored reference features in {self.plan.location}")
+        pools = features_by_pool(table, self.plan.references, f"cell {self.plan.name}")
+        return {pool: features.to(self.device) for pool, features in pools.items()}
 
     # -- one batch ------------------------------------------------------------------------------------
 

@@ -1,6 +1,13 @@
 """The Ray job: stream every cell's manifest shards through an actor pool and write the results.
 
-Per cell (dataset × architecture)::
+Per cell (dataset × architecture), first, when a method or metric draws reference images::
+
+    ray.data.read_parquet(reference shard files, filter = the cell's reference images)
+      .map_batches(ReferenceFeaturizer, the same actor resources)       # h(x') once per cell
+      → the driver stores them (run directory, Parquet float32 (R, K)), prints and records the
+        diagnostics of every M̂ fitted on them (M, K, R, rank, κ) in run.json
+
+then::
 
     ray.data.read_parquet(pending shard files, filter = the cell's images)
       .repartition(target_num_rows_per_block = batch size)       # small files are read as one unit
@@ -19,18 +26,22 @@ and their tasks retried.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
-import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
+
+from attribution.channel_scaling import Diagnostics
 from jobs.assemble import ShardAssembler
-from jobs.evaluate import CellEvaluator
-from jobs.plan import IMAGE_COLUMNS, CellPlan, plan_cells
+from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, features_by_pool
+from jobs.plan import IMAGE_COLUMNS, POOLS, REFERENCE_COLUMNS, CellPlan, plan_cells, regime_warnings
 from jobs.progress import CellProgress, GridProgress
 from jobs.spec import GridSpec
 from storage.results import RunStore, run_record
@@ -151,30 +162,97 @@ def _configure_data(spec: GridSpec) -> None:
     context.enable_operator_progress_bars = False
 
 
-def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement, evaluator: type[CellEvaluator]):
+def _mapped(files: list[str], columns: list[str], wanted: list[str], batch_size: int, callable_class: type,
+            plan: CellPlan, place: Placement):
+    """``read_parquet(files) → select → filter(image_id ∈ wanted) → map_batches(callable_class)`` on the cell's actors."""
     import ray.data
     from ray.data import ActorPoolStrategy
     from ray.data.expressions import col
 
     from storage.files import resolve
 
-    filesystem, _ = resolve(plan.files[shards[0]])
-    paths = [resolve(plan.files[s])[1] for s in shards]
-    wanted = sorted(i for s in shards for i in plan.images[s])
+    filesystem, _ = resolve(files[0])
     read = (
-        ray.data.read_parquet(paths, filesystem=filesystem)
-        .select_columns(IMAGE_COLUMNS)  # pushed down into the read
+        ray.data.read_parquet([resolve(f)[1] for f in files], filesystem=filesystem)
+        .select_columns(columns)  # pushed down into the read
         .filter(expr=col("image_id").is_in(wanted))
     )
-    return read.repartition(target_num_rows_per_block=plan.batch_size).map_batches(
-        evaluator,
+    return read.repartition(target_num_rows_per_block=batch_size).map_batches(
+        callable_class,
         fn_constructor_kwargs={"plan": plan, "torch_threads": place.torch_threads},
-        batch_size=plan.batch_size,
+        batch_size=batch_size,
         batch_format="pyarrow",
         zero_copy_batch=True,
         compute=ActorPoolStrategy(size=place.actors_per_cell),
         **place.actor_resources(),
     )
+
+
+def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement, evaluator: type[CellEvaluator]):
+    wanted = sorted(i for s in shards for i in plan.images[s])
+    return _mapped([plan.files[s] for s in shards], IMAGE_COLUMNS, wanted, plan.batch_size, evaluator, plan, place)
+
+
+REFERENCE_BATCH = 32
+
+
+def _reference_stage(
+    store: RunStore, plan: CellPlan, place: Placement, featurizer: type[ReferenceFeaturizer], progress: GridProgress
+) -> dict[str, dict]:
+    """Compute and store the cell's reference features unless the run already holds them; return the
+    diagnostics of every method's ``M̂`` on them (method name → :class:`Diagnostics`)."""
+    references = plan.references
+    if references is None:
+        return {}
+    where = f"cell {plan.name}"
+    stored = store.reference_features(plan.dataset, plan.architecture)
+    if stored is not None:
+        try:
+            features_by_pool(stored, references, where)
+        except ValueError:
+            stored = None  # another draw (or a damaged file): recompute
+    if stored is None:
+        started, done = time.perf_counter(), 0
+        progress.echo(f"[{plan.name}] reference features: {len(references.ids)} images from {references.manifest}")
+        parts = []
+        batches = _mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), REFERENCE_BATCH,
+                          featurizer, plan, place).iter_batches(batch_size=None, batch_format="pyarrow",
+                                                                prefetch_batches=0)
+        last = started
+        for batch in batches:
+            parts.append(batch)
+            done += batch.num_rows
+            if time.perf_counter() - last >= progress.min_interval_s:
+                last = time.perf_counter()
+                rate = done / (last - started)
+                progress.echo(f"[{plan.name}] reference features: {done}/{len(references.ids)} images  "
+                              f"{rate:.1f} img/s")
+        table = pa.concat_tables(parts)
+        first = {image_id: row for row, image_id in enumerate(table.column("image_id").to_pylist())}  # retried rows
+        table = table.take(sorted(first.values()))
+        pool_of = {i: pool for pool in POOLS for i in references.pools[pool]}
+        table = table.append_column("pool", pa.array([pool_of[i] for i in table.column("image_id").to_pylist()]))
+        table = table.sort_by([("pool", "ascending"), ("image_id", "ascending")])
+        store.write_reference_features(plan.dataset, plan.architecture, table)
+        stored = table
+        progress.echo(f"[{plan.name}] reference features: {table.num_rows} images in "
+                      f"{time.perf_counter() - started:.1f} s (stored with the run)")
+    return _diagnostics(plan, features_by_pool(stored, references, where))
+
+
+def _diagnostics(plan: CellPlan, features: dict) -> dict[str, Diagnostics]:
+    """Per method fitted on the ``fit`` pool: the diagnostics of its ``M̂`` (the actors build the same one)."""
+    from attribution.methods import create_method
+
+    out = {}
+    for name, params in plan.methods.items():
+        method = create_method(name, **params)
+        if method.reference_pool is None:
+            continue
+        pool = features[method.reference_pool]
+        fitted = create_method(name, **params, reference_features=pool)
+        out[name] = fitted.second_moment(pool.shape[1], warn=False).diagnostics
+    return out
 
 
 def _root_cause(err: BaseException) -> str:
@@ -191,6 +269,25 @@ def _root_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0][:500]
 
 
+_RECORD_LOCK = threading.Lock()
+
+
+def _record_diagnostics(store: RunStore, plan: CellPlan, diagnostics: dict[str, Diagnostics],
+                        progress: GridProgress) -> None:
+    """Print each method's ``M̂`` diagnostics for the cell and keep them in ``run.json`` (cells run in threads)."""
+    for name, diag in diagnostics.items():
+        flag = "" if diag.full_rank else "  RANK-DEFICIENT: the weights are not the infidelity optimum (App. B.2)"
+        progress.echo(f"[{plan.name}] {name}: {diag.describe()}{flag}")
+    if not diagnostics:
+        return
+    with _RECORD_LOCK:
+        record = store.read_record()
+        for cell in record["cells"]:
+            if (cell["dataset"], cell["architecture"]) == (plan.dataset, plan.architecture):
+                cell["diagnostics"] = {name: diag.to_dict() for name, diag in diagnostics.items()}
+        store.write_record(record)
+
+
 def _run_cell(
     store: RunStore,
     plan: CellPlan,
@@ -198,6 +295,7 @@ def _run_cell(
     retries: int,
     progress: GridProgress,
     evaluator: type[CellEvaluator],
+    featurizer: type[ReferenceFeaturizer] = ReferenceFeaturizer,
 ) -> CellProgress:
     cell = progress.cell(plan.name, plan.total)
     if store.cell_done(plan.dataset, plan.architecture) is not None:
@@ -206,6 +304,7 @@ def _run_cell(
         return cell
     stats = {"bytes": 0, "write_seconds": 0.0}
     written: set[int] = set()
+    diagnostics: dict[str, Diagnostics] | None = None
     for attempt in range(retries + 1):
         done = store.done_shards(plan.dataset, plan.architecture) & set(plan.images)
         pending = sorted(set(plan.images) - done)
@@ -218,6 +317,9 @@ def _run_cell(
         assembler = ShardAssembler(store, plan, set(pending))
         written_before = sum(len(plan.images[s]) for s in written)
         try:
+            if diagnostics is None:
+                diagnostics = _reference_stage(store, plan, place, featurizer, progress)
+                _record_diagnostics(store, plan, diagnostics, progress)
             # prefetch_batches=0: by default the iterator holds each batch back until the next one is
             # ready, so with minutes per batch the progress (and the shard writes) would lag a batch behind
             batches = _cell_dataset(plan, pending, place, evaluator).iter_batches(
@@ -257,6 +359,7 @@ def _run_cell(
             "bytes_written": stats["bytes"],
             "write_seconds": stats["write_seconds"],
             "placement": place.__dict__,
+            "diagnostics": {name: diag.to_dict() for name, diag in (diagnostics or {}).items()},
         },
     )
     progress.update(cell, force=True)
@@ -289,7 +392,9 @@ def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) ->
                 "architecture": p.architecture,
                 "images": p.total,
                 "shards": sorted(p.images),
-                "references": [r["image_id"] for r in p.references],
+                "references": None if p.references is None else {
+                    "manifest": p.references.manifest, **{pool: list(ids) for pool, ids in p.references.pools.items()}
+                },
                 "manifest": p.manifest,
                 "model": p.model,
                 "layer": p.layer,
@@ -310,12 +415,14 @@ def run_grid(
     echo: Callable[[str], None] = print,
     num_cpus: int | None = None,
     evaluator: type[CellEvaluator] = CellEvaluator,
+    featurizer: type[ReferenceFeaturizer] = ReferenceFeaturizer,
 ) -> RunSummary:
     """Run (or resume) every cell of ``spec`` into the run directory ``out``.
 
     ``address``: a running Ray cluster (default: Ray embedded here, with ``num_cpus`` logical CPUs).
     ``evaluator``: the callable class the actors run per batch (a subclass of :class:`CellEvaluator`
-    to customise or instrument it; it must be importable by the workers).
+    to customise or instrument it; it must be importable by the workers); ``featurizer`` likewise
+    for the reference-feature stage.
 
     Raises :class:`GridFailedError` naming the cells that did not finish after their retries;
     everything written stays in ``out`` and a rerun resumes it.
@@ -325,7 +432,10 @@ def run_grid(
     started = time.perf_counter()
     store = RunStore(os.fspath(out))
     run = f"{spec.name}-{spec.fingerprint()}"
-    plans = plan_cells(spec, run)
+    plans = plan_cells(spec, run, store.location)
+    for line in regime_warnings(plans):
+        log.warning(line)
+        echo(f"warning: {line}")
     _record(spec, store, run, plans)
     timings = {"plan": time.perf_counter() - started}
     start_ray(address, num_cpus)
@@ -343,7 +453,9 @@ def run_grid(
     )
     progress = GridProgress(echo)
     with ThreadPoolExecutor(max_workers=place.concurrent_cells, thread_name_prefix="camgrid-cell") as pool:
-        cells = list(pool.map(lambda p: _run_cell(store, p, place, spec.resources.retries, progress, evaluator), plans))
+        cells = list(pool.map(
+            lambda p: _run_cell(store, p, place, spec.resources.retries, progress, evaluator, featurizer), plans
+        ))
     summary = RunSummary(run, store.location, {c.name: c for c in cells}, time.perf_counter() - started, timings)
     echo(progress.summary())
     failed = [c for c in cells if not c.status.startswith("done")]

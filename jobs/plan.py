@@ -1,10 +1,13 @@
 """Expand a grid spec into cells: per (dataset, architecture), the manifest shards and images to run.
 
 Planning happens on the driver before Ray starts, so a bad manifest, label space or spec field
-fails in seconds with a message that names it. Per dataset, a seeded class-stratified draw
-(:mod:`storage.sampling`) first holds out the ``references`` (Expected Grad-CAM's and
-``cam_infidelity``'s data-aware reference set, never explained themselves), then takes the
-``samples`` images to explain from the rest; every architecture of a dataset sees the same images.
+fails in seconds with a message that names it. Per dataset, seeded class-stratified draws
+(:mod:`storage.sampling`) take the reference images from its reference source (a separate
+manifest, normally the train split, or else held out of the dataset's own manifest and never
+explained) and split them into two disjoint pools: ``fit``, which Expected Grad-CAM's
+perturbations draw from, and ``held_out``, which ``cam_infidelity`` scores on. The ``samples``
+images to explain come from the rest; every architecture of a dataset sees the same images.
+Plans carry image ids only: the actors read the images (and the stored reference features) themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -23,9 +25,26 @@ from storage.files import list_files, resolve
 from storage.manifest import Manifest, read_manifest
 from storage.sampling import hash_key, select_stratified
 
-__all__ = ["CellPlan", "plan_cells", "image_seed", "open_manifest", "preprocessing_for"]
+__all__ = ["CellPlan", "ReferencePlan", "plan_cells", "image_seed", "open_manifest", "preprocessing_for",
+           "reference_pools", "regime_warnings"]
 
 IMAGE_COLUMNS = ["image_id", "label", "label_name", "image", "image_uri", "mask", "boxes", "width", "height", "shard"]
+REFERENCE_COLUMNS = ["image_id", "image", "image_uri"]
+POOLS = ("fit", "held_out")
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """A dataset's reference images: where they are and which ids go to which pool (no image bytes)."""
+
+    manifest: str
+    files: Mapping[int, str]  # shard → manifest part holding reference images
+    pools: Mapping[str, tuple[str, ...]]  # "fit" / "held_out" → image ids, sorted; disjoint
+    note: str | None = None  # why the pools are smaller than the spec asked for
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(sorted(i for ids in self.pools.values() for i in ids))
 
 
 @dataclass(frozen=True)
@@ -44,12 +63,14 @@ class CellPlan:
     files: Mapping[int, str]  # shard → manifest part (path or URI)
     images: Mapping[int, tuple[str, ...]]  # shard → image ids to explain, sorted
     targets: Mapping[int, int] | None  # manifest label → model class; None: explain the predicted class
-    references: tuple[dict[str, Any], ...]  # manifest rows of the reference images
+    references: ReferencePlan | None  # None: no method or metric draws reference images
     methods: Mapping[str, Mapping[str, Any]]
     metrics: Mapping[str, Mapping[str, Any]]
     seed: int
     batch_size: int
     map_size: tuple[int, int] = field(default=(0, 0))  # the model's input side: maps are scored at this size
+    location: str = ""  # the run directory (the actors read the cell's stored reference features from it)
+    channels: int | None = None  # K of the target layer when the registry knows it
 
     @property
     def name(self) -> str:
@@ -75,15 +96,7 @@ def preprocessing_for(model: str, layer: str | None, input_size: int | None) -> 
 
 def open_manifest(spec: GridSpec, dataset: DatasetSpec) -> Manifest:
     """The dataset's manifest (``bundled:demo`` is built into the cache on first use)."""
-    location = spec.manifest_location(dataset)
-    if location == "bundled:demo":
-        from storage.builders import demo_manifest
-
-        return demo_manifest()
-    try:
-        return read_manifest(location)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{spec.source}: datasets.{dataset.name}.manifest: {err}") from None
+    return _open(spec, dataset, spec.manifest_location(dataset), "manifest")
 
 
 def _shard_files(manifest: Manifest) -> dict[int, str]:
@@ -125,41 +138,146 @@ def _targets(
     return mapping
 
 
-def _select(spec: GridSpec, manifest: Manifest) -> tuple[list[dict[str, Any]], dict[int, tuple[str, ...]]]:
-    rows = manifest.table.select(["image_id", "label", "shard"]).to_pylist()
-    wanted = spec.references + (spec.samples or 0)
-    if spec.samples is not None and wanted > len(rows):
-        raise SpecError(
-            f"{spec.source}: manifest {manifest.location} has {len(rows)} images, fewer than the "
-            f"{spec.references} references + {spec.samples} samples asked for"
-        )
-    if spec.references >= len(rows):
-        raise SpecError(
-            f"{spec.source}: references: {spec.references} of the manifest's {len(rows)} images "
-            "would leave none to explain"
-        )
-    def pick(items: list[dict[str, Any]], n: int | None, salt: int) -> list[dict[str, Any]]:
-        return select_stratified(items, n, spec.seed + salt, label=lambda r: r["label"], key=lambda r: r["image_id"],
-                                 accept=lambda r: r)
+def reference_pools(spec: GridSpec) -> set[str]:
+    """The reference pools the spec's methods and metrics draw from (``fit``, ``held_out``), as they declare."""
+    from attribution.methods import create_method
+    from evaluation import create_metric
 
-    reference_ids = {r["image_id"] for r in pick(rows, spec.references, 0)} if spec.references else set()
-    chosen = pick([r for r in rows if r["image_id"] not in reference_ids], spec.samples, 1)
+    pools = {create_method(name, **params).reference_pool for name, params in spec.methods.items()}
+    pools |= {create_metric(name, **params).reference_pool for name, params in spec.metrics.items()}
+    return {pool for pool in pools if pool is not None}
+
+
+def _channels(arch: ArchitectureSpec) -> int | None:
+    return architecture(arch.model, arch.layer).channels
+
+
+def _pool_sizes(spec: GridSpec, pools: set[str]) -> dict[str, int]:
+    """Images per pool: the spec's sizes, ``auto`` resolved from the grid's largest ``K``."""
+    sizes = {"fit": spec.references.pool, "held_out": spec.references.held_out}
+    if any(sizes[p] == "auto" for p in pools):
+        unknown = [a.name for a in spec.architectures if _channels(a) is None]
+        if unknown:
+            raise SpecError(
+                f"{spec.source}: references: architecture {unknown[0]} has no known channel count K for "
+                "'auto' reference pools; give references.pool and references.held_out as numbers"
+            )
+        k = max(_channels(a) for a in spec.architectures)
+        sizes = {"fit": 2 * k if sizes["fit"] == "auto" else sizes["fit"],
+                 "held_out": k if sizes["held_out"] == "auto" else sizes["held_out"]}
+    return {p: int(sizes[p]) if p in pools else 0 for p in POOLS}
+
+
+def _pick(spec: GridSpec, items: list[dict[str, Any]], n: int | None, salt: int) -> list[dict[str, Any]]:
+    return select_stratified(items, n, spec.seed + salt, label=lambda r: r["label"], key=lambda r: r["image_id"],
+                             accept=lambda r: r)
+
+
+def _reference_plan(spec: GridSpec, dataset: DatasetSpec, manifest: Manifest,
+                    sizes: dict[str, int]) -> ReferencePlan | None:
+    """Draw the dataset's reference pools from its reference source (or from its own manifest)."""
+    wanted = sum(sizes.values())
+    if wanted == 0:
+        return None
+    location = spec.reference_location(dataset)
+    source = manifest if location is None else _open(spec, dataset, location, "references")
+    rows = source.table.select(["image_id", "label", "shard"]).to_pylist()
+    if location is None:  # held out of the manifest: leave the samples (or at least one image) to explain
+        available = len(rows) - (spec.samples if spec.samples is not None else 1)
+    else:
+        available = len(rows)
+    where = f"{spec.source}: datasets.{dataset.name}"
+    note = None
+    if available < wanted:
+        explicit = [p for p, v in (("pool", spec.references.pool), ("held_out", spec.references.held_out))
+                    if v != "auto" and sizes["fit" if p == "pool" else "held_out"]]
+        if explicit or available < len([s for s in sizes.values() if s]):
+            if location is None:
+                raise SpecError(
+                    f"{where}: manifest {source.location} has {len(rows)} images, fewer than the {wanted} reference "
+                    f"images + {spec.samples or 1} samples asked for; give datasets.{dataset.name}.references a "
+                    "reference manifest (its train split) or ask for fewer (references.pool, references.held_out)"
+                )
+            raise SpecError(
+                f"{where}.references: {source.location} has {len(rows)} images, fewer than the {wanted} asked for "
+                "(references.pool + references.held_out)"
+            )
+        scale = available / wanted
+        sizes = {p: max(1, int(n * scale)) if n else 0 for p, n in sizes.items()}
+        note = (
+            f"{dataset.name}: its reference source {source.location} has {available} usable images, fewer than "
+            f"the {wanted} asked for; drawing {sizes['fit']} + {sizes['held_out']}"
+        )
+    chosen = _pick(spec, rows, sum(sizes.values()), 2)
+    fit = {r["image_id"] for r in _pick(spec, chosen, sizes["fit"], 3)} if sizes["fit"] else set()
+    pools = {"fit": tuple(sorted(fit)), "held_out": tuple(sorted(r["image_id"] for r in chosen if r["image_id"] not in fit))}
+    shards = {r["shard"] for r in chosen}
+    files = _shard_files(source)
+    return ReferencePlan(source.location, {s: files[s] for s in sorted(shards)}, pools, note)
+
+
+def _select(spec: GridSpec, manifest: Manifest, excluded: set[str]) -> dict[int, tuple[str, ...]]:
+    """The images to explain, per shard: ``samples`` drawn from the manifest without the ``excluded`` ids."""
+    rows = [r for r in manifest.table.select(["image_id", "label", "shard"]).to_pylist() if r["image_id"] not in excluded]
+    if spec.samples is not None and spec.samples > len(rows):
+        held = f" after holding out {len(excluded)} reference images" if excluded else ""
+        raise SpecError(
+            f"{spec.source}: manifest {manifest.location} has {len(rows)} images{held}, fewer than the "
+            f"{spec.samples} samples asked for"
+        )
     images: dict[int, list[str]] = {}
-    for row in chosen:
+    for row in _pick(spec, rows, spec.samples, 1):
         images.setdefault(row["shard"], []).append(row["image_id"])
-    held_out = manifest.table.filter(
-        pc.is_in(manifest.table.column("image_id"), value_set=pa.array(sorted(reference_ids), type=pa.string()))
-    )
-    references = held_out.select(["image_id", "image", "image_uri"]).to_pylist()
-    return sorted(references, key=lambda r: r["image_id"]), {s: tuple(sorted(ids)) for s, ids in images.items()}
+    return {s: tuple(sorted(ids)) for s, ids in images.items()}
 
 
-def plan_cells(spec: GridSpec, run: str) -> list[CellPlan]:
+def _open(spec: GridSpec, dataset: DatasetSpec, location: str, field_name: str) -> Manifest:
+    if location.startswith("bundled:"):
+        from storage.builders import demo_manifest, demo_references_manifest
+
+        bundled = {"bundled:demo": demo_manifest, "bundled:demo_references": demo_references_manifest}
+        if location not in bundled:
+            raise SpecError(f"{spec.source}: datasets.{dataset.name}.{field_name}: unknown bundled manifest "
+                            f"{location!r}; bundled: {', '.join(bundled)}")
+        return bundled[location]()
+    try:
+        return read_manifest(location)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{spec.source}: datasets.{dataset.name}.{field_name}: {err}") from None
+
+
+def regime_warnings(plans: list[CellPlan]) -> list[str]:
+    """One line per (cell, method) whose ``M̂`` cannot reach rank ``K``: ``min(M, K, R + 1) < K`` (Prop. B.1)."""
+    from attribution.methods import create_method
+
+    lines = list(dict.fromkeys(p.references.note for p in plans if p.references and p.references.note))
+    for plan in plans:
+        if plan.channels is None or plan.references is None:
+            continue
+        k, r = plan.channels, len(plan.references.pools["fit"])
+        for name, params in plan.methods.items():
+            if create_method(name, **params).reference_pool != "fit":
+                continue
+            m = params.get("n_perturbations") or 2 * k
+            bound = min(m, k, r + 1)
+            if bound < k:
+                lines.append(
+                    f"{plan.name}: {name} draws M = {m} perturbations from R = {r} reference images but the "
+                    f"layer has K = {k} channels, so rank(M̂) ≤ {bound} < K: its weights are not the infidelity "
+                    "optimum (App. B.2); give the dataset a reference manifest of ≥ K images (its train split)"
+                )
+    return lines
+
+
+def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
     """One plan per (dataset, architecture), in the spec's order; errors name the field or file."""
     plans = []
+    sizes = _pool_sizes(spec, reference_pools(spec))
     for dataset in spec.datasets:
         manifest = open_manifest(spec, dataset)
-        references, images = _select(spec, manifest)
+        references = _reference_plan(spec, dataset, manifest, sizes)
+        held_in_manifest = set(references.ids) if references and spec.reference_location(dataset) is None else set()
+        images = _select(spec, manifest, held_in_manifest)
         files = _shard_files(manifest)
         for arch in spec.architectures:
             weights = spec.weights_for(dataset, arch)
@@ -183,12 +301,14 @@ def plan_cells(spec: GridSpec, run: str) -> list[CellPlan]:
                     files={s: files[s] for s in images},
                     images=images,
                     targets=_targets(spec, dataset, arch, manifest, num_classes),
-                    references=tuple(references),
+                    references=references,
                     methods=spec.methods,
                     metrics=spec.metrics,
                     seed=spec.seed,
                     batch_size=spec.batch_size,
                     map_size=(size, size),
+                    location=location,
+                    channels=_channels(arch),
                 )
             )
     return plans

@@ -27,6 +27,7 @@ __all__ = [
     "GridSpec",
     "DatasetSpec",
     "ArchitectureSpec",
+    "ReferenceSpec",
     "ResourceSpec",
     "load_spec",
     "parse_spec",
@@ -42,7 +43,12 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset: its manifest and how targets are chosen.
+    """One dataset: its manifest, its reference source and how targets are chosen.
+
+    ``references``: the manifest that Expected Grad-CAM's data-aware perturbations (and
+    ``cam_infidelity``'s held-out ones) draw reference images from, normally the dataset's train
+    split (``camgrid manifest build <dataset> <root> --split train``). Without it, the reference
+    images are held out of ``manifest`` itself (for small data) and never explained.
 
     ``target``: ``label`` explains the ground-truth class (mapped through ``classes`` when the
     manifest's label space is not the model's), ``predicted`` the model's top-1 class.
@@ -52,6 +58,7 @@ class DatasetSpec:
     manifest: str
     target: Literal["label", "predicted"] = "label"
     classes: Mapping[str, int] | None = None  # label name → model class index
+    references: str | None = None  # a reference manifest (its train split); None: held out of `manifest`
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,20 @@ class ArchitectureSpec:
     layer: str | None = None
     input_size: int | None = None  # resize + crop to this side instead of the registry's preprocessing
     num_classes: int | None = None  # default: 1000 for packaged/hub weights, the manifest's classes otherwise
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """How many reference images each dataset's reference source gives (a seeded, disjoint split).
+
+    ``pool``: the images Expected Grad-CAM's ``M`` perturbations draw from, one per perturbation;
+    ``auto`` is ``2·K`` for the grid's largest ``K``, what ``M = 2K`` needs without repeating an image
+    (App. B.1–B.2: ``rank(M̂) = K`` needs at least ``K − 1`` distinct references).
+    ``held_out``: disjoint images ``cam_infidelity`` draws its perturbations from; ``auto`` is ``K``.
+    """
+
+    pool: int | Literal["auto"] = "auto"
+    held_out: int | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -86,7 +107,7 @@ class GridSpec:
     methods: Mapping[str, Mapping[str, Any]]
     metrics: Mapping[str, Mapping[str, Any]]
     samples: int | None = None  # images per cell; None: every image of the manifest (after references)
-    references: int = 0  # images held out of each cell as Expected Grad-CAM's / cam_infidelity's reference set
+    references: ReferenceSpec = field(default_factory=ReferenceSpec)
     batch_size: int = 8
     seed: int = 0
     output: str = "runs/{name}"
@@ -115,6 +136,12 @@ class GridSpec:
 
     def manifest_location(self, dataset: DatasetSpec) -> str:
         return _format(dataset.manifest, self.paths, f"{self.source}: datasets.{dataset.name}.manifest")
+
+    def reference_location(self, dataset: DatasetSpec) -> str | None:
+        """The dataset's reference manifest, or ``None`` when its references are held out of its manifest."""
+        if dataset.references is None:
+            return None
+        return _format(dataset.references, self.paths, f"{self.source}: datasets.{dataset.name}.references")
 
     def weights_for(self, dataset: DatasetSpec, arch: ArchitectureSpec) -> str:
         values = {**self.paths, "dataset": dataset.name, "architecture": arch.name}
@@ -210,7 +237,7 @@ def _datasets(reader: _Reader, raw: Any) -> tuple[DatasetSpec, ...]:
     out = []
     for name, body in entries.items():
         where = f"datasets.{name}"
-        body = reader.mapping(body, where, {"manifest", "target", "classes"})
+        body = reader.mapping(body, where, {"manifest", "target", "classes", "references"})
         if "manifest" not in body:
             raise reader.fail(where, "missing field 'manifest' (a manifest folder, URI, or 'bundled:demo')")
         classes = body.get("classes")
@@ -224,6 +251,7 @@ def _datasets(reader: _Reader, raw: Any) -> tuple[DatasetSpec, ...]:
                 reader.string(body["manifest"], f"{where}.manifest"),
                 reader.string(body.get("target", "label"), f"{where}.target", choices=("label", "predicted")),
                 classes,
+                reader.string(body.get("references"), f"{where}.references", optional=True),
             )
         )
     return tuple(out)
@@ -264,11 +292,13 @@ def _parameters(reader: _Reader, raw: Any, kind: str) -> dict[str, dict[str, Any
         where = f"{kind}.{name}"
         params = reader.mapping(params, where)
         try:
+            supplied = sorted({"reference", "reference_features"} & set(params))
+            if supplied:
+                raise TypeError(f"{supplied[0]!r} is drawn from each dataset's reference source by the job "
+                                "(datasets.<name>.references and the spec field 'references')")
             if kind == "methods":
                 create_method(name, **params)  # checks the name and every parameter
             else:
-                if "reference" in params:
-                    raise TypeError("'reference' is drawn from the manifest by the job (spec field 'references')")
                 create_metric(name, **params)
         except (UnknownMethodError, UnknownMetricError) as err:
             raise reader.fail(where, str(err)) from None
@@ -276,6 +306,17 @@ def _parameters(reader: _Reader, raw: Any, kind: str) -> dict[str, dict[str, Any
             raise reader.fail(where, str(err)) from None
         out[str(name)] = params
     return out
+
+
+def _references(reader: _Reader, raw: Any) -> ReferenceSpec:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"pool": raw}
+    body = reader.mapping(raw, "references", {"pool", "held_out"})
+    sizes = {}
+    for key in ("pool", "held_out"):
+        value = body.get(key, "auto")
+        sizes[key] = value if value == "auto" else reader.integer(value, f"references.{key}", 1)
+    return ReferenceSpec(**sizes)
 
 
 def _resources(reader: _Reader, raw: Any) -> ResourceSpec:
@@ -310,18 +351,7 @@ def parse_spec(data: Any, source: str = "<spec>", paths: Mapping[str, str] | Non
     name = reader.string(data.get("name", Path(source).stem), "name")
     methods = _parameters(reader, data["methods"], "methods")
     metrics = _parameters(reader, data["metrics"], "metrics")
-    references = reader.integer(data.get("references", 0), "references", 0)
-    needing = [
-        f"methods.{m}"
-        for m, p in methods.items()
-        if m == "expected_gradcam" and p.get("perturbation", "data") == "data"
-    ] + [f"metrics.{m}" for m in metrics if m == "cam_infidelity"]
-    if needing and references == 0:
-        raise reader.fail(
-            "references",
-            f"{' and '.join(needing)} draw data-aware perturbations from reference "
-            "images: hold some out of each dataset (references: 50, say)",
-        )
+    references = _references(reader, data.get("references"))
     return GridSpec(
         name=_name(reader, name, "name"),
         datasets=_datasets(reader, data["datasets"]),

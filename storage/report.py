@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
-from storage.ranking import Direction, nan_report, cell_means, rank_tables
+from storage.ranking import Direction, cell_means, diagnostics_frame, diagnostics_table, nan_report, rank_tables
 from storage.results import RunStore
 
 __all__ = ["write_report"]
@@ -18,21 +18,34 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
 
     ``directions`` (metric → ``higher``/``lower``) defaults to the run record's ``metric_directions``,
     which the job writes from the metric registry. A ``nan_report.csv`` lists every (combination,
-    method, metric) with undefined values.
+    method, metric) with undefined values. Where the record's cells carry second-moment
+    ``diagnostics`` (Expected Grad-CAM's M̂), a ``diagnostics`` table lists them and the rank tables
+    mark (†) a method in every table that includes a cell where its M̂ is rank-deficient.
     """
     store = RunStore(os.fspath(run))
+    record: dict[str, Any] = {}
     if directions is None:
-        directions = store.read_record().get("metric_directions")
+        record = store.read_record()
+        directions = record.get("metric_directions")
         if not directions:
             raise KeyError(f"run record of {store.location} has no metric_directions; pass directions explicitly")
+    else:
+        try:
+            record = store.read_record()
+        except FileNotFoundError:  # explicit directions need no record; without one there are no diagnostics
+            pass
     if out is None:
         if "://" in store.location:
             raise ValueError("give a local output folder for the report of a remote run")
         out = Path(store.location) / "report"
     scores = store.scores()
-    written = {name: table.write(out, name) for name, table in rank_tables(scores, directions).items()}
+    diagnostics = diagnostics_frame(record.get("cells") or [])
+    tables = rank_tables(scores, directions, diagnostics if diagnostics.height else None)
+    written = {name: table.write(out, name) for name, table in tables.items()}
     report = nan_report(cell_means(scores))
     path = Path(out) / "nan_report.csv"
     report.write_csv(path)
     written["nan_report"] = [path]
+    if diagnostics.height:
+        written["diagnostics"] = diagnostics_table(diagnostics).write(out, "diagnostics")
     return written

@@ -6,6 +6,7 @@ Layout (local path or object-store URI)::
     <run>/saliency/dataset=<d>/architecture=<a>/shard-SSSSS.parquet      one row per image × method
     <run>/scores/dataset=<d>/architecture=<a>/shard-SSSSS.parquet        one row per image × method × metric
     <run>/cells/dataset=<d>/architecture=<a>.json                       success marker of a finished cell
+    <run>/references/dataset=<d>/architecture=<a>/features.parquet      h(x') of the cell's reference images
 
 A part is named by its cell (the hive directories) and shard, and written atomically, so a retried
 task overwrites its own part and a rerun can skip the shards whose parts exist: no row is lost or
@@ -34,10 +35,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from storage.files import atomic_write_bytes, atomic_write_table, exists, join, read_file, resolve
 
-__all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "RunStore", "saliency_table", "decode_maps", "run_record"]
+__all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "RunStore", "saliency_table", "decode_maps", "run_record"]
 
 SALIENCY_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
@@ -59,6 +61,12 @@ SCORES_SCHEMA = pa.schema([
     pa.field("metric", pa.string(), nullable=False),
     pa.field("value", pa.float64()),  # NaN where the metric is undefined for the sample
     pa.field("seconds", pa.float64(), nullable=False),
+])
+
+REFERENCE_FEATURES_SCHEMA = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("pool", pa.string(), nullable=False),  # "fit" (the method's perturbations) or "held_out" (the metric's)
+    pa.field("features", pa.list_(pa.float32()), nullable=False),  # h(x') = GAP of the target layer, (K,)
 ])
 
 KINDS = ("saliency", "scores")
@@ -187,6 +195,27 @@ class RunStore:
         filesystem, _ = self._fs
         path = self._marker_path(dataset, architecture)
         return json.loads(read_file(filesystem, path)) if exists(filesystem, path) else None
+
+    def _features_path(self, dataset: str, architecture: str) -> str:
+        _, root = self._fs
+        return join(root, "references", f"dataset={_check_name('dataset', dataset)}",
+                    f"architecture={_check_name('architecture', architecture)}", "features.parquet")
+
+    def write_reference_features(self, dataset: str, architecture: str, table: pa.Table) -> int:
+        """Store a cell's reference features (``image_id``, ``pool``, ``features`` float32 ``(K,)``), atomically."""
+        filesystem, _ = self._fs
+        table = table.select(REFERENCE_FEATURES_SCHEMA.names)
+        if not table.schema.field("features").type.value_type.equals(pa.float32()):
+            raise TypeError(f"reference features must be float32, got {table.schema.field('features').type}")
+        return atomic_write_table(filesystem, self._features_path(dataset, architecture), table)
+
+    def reference_features(self, dataset: str, architecture: str) -> pa.Table | None:
+        """The cell's stored reference features, or ``None`` when the stage has not run yet."""
+        filesystem, _ = self._fs
+        path = self._features_path(dataset, architecture)
+        if not exists(filesystem, path):
+            return None
+        return pq.read_table(path, filesystem=filesystem)
 
     def write_record(self, record: dict[str, Any]) -> None:
         filesystem, root = self._fs

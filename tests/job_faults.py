@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from jobs.evaluate import CellEvaluator
+from jobs.evaluate import CellEvaluator, ReferenceFeaturizer
 
 
 def _claim(name: str) -> bool:
@@ -77,3 +77,10 @@ class HangingEvaluator(CellEvaluator):
 
         time.sleep(3600)
         return super().__call__(batch)
+
+
+class RefusingFeaturizer(ReferenceFeaturizer):
+    """Fails if the reference-feature stage runs: a rerun must reuse the stored features."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        raise RuntimeError("reference features recomputed")

@@ -50,7 +50,7 @@ def spec(manifest: str) -> dict:
         "name": "scaleout",
         "datasets": {"first": {"manifest": manifest}, "second": {"manifest": manifest}},
         "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96}},
-        "references": 2,
+        "references": {"pool": 2, "held_out": 2},
         "samples": 4,
         "batch_size": 2,
         "methods": {"gradcam": {}, "expected_gradcam": {}},
@@ -80,7 +80,7 @@ def test_each_cell_actor_holds_one_gpu_and_results_match_in_process(cluster, tmp
 
     frame = RunStore(str(tmp_path / "run")).scores().collect()
     assert frame.height == 2 * 4 * 2 * 3
-    for plan in plan_cells(grid, summary.run):
+    for plan in plan_cells(grid, summary.run, str(tmp_path / "run")):
         expected = in_process_scores(plan)
         cell = frame.filter((frame["dataset"] == plan.dataset) & (frame["architecture"] == plan.architecture))
         got = {(r["image_id"], r["method"], r["metric"]): r["value"] for r in cell.iter_rows(named=True)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -38,7 +39,7 @@ def grid_spec(manifest: str, **overrides) -> dict:
         "name": "jobtest",
         "datasets": {"demo": {"manifest": manifest}},
         "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96}},
-        "references": 2,
+        "references": {"pool": 2, "held_out": 2},  # held out of the 12-image manifest: a rank-deficient M̂
         "samples": 6,
         "batch_size": 2,
         "methods": METHODS,
@@ -134,7 +135,18 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     # the record, the cell marker, the progress lines, the rank tables
     record = json.loads((out / "run.json").read_text())
     assert record["metric_directions"]["deletion"] == "lower" and set(record["metric_directions"]) == set(METRICS)
-    assert record["cells"][0]["images"] == 6 and len(record["cells"][0]["references"]) == 2
+    cell = record["cells"][0]
+    assert cell["images"] == 6 and len(cell["references"]["fit"]) == len(cell["references"]["held_out"]) == 2
+    assert not set(cell["references"]["fit"]) & set(cell["references"]["held_out"])
+    # the M̂ diagnostics: 2 references span 3 directions of K = 1280, said before the run and recorded
+    diagnostics = cell["diagnostics"]["expected_gradcam"]
+    assert (diagnostics["rank"], diagnostics["channels"], diagnostics["references"]) == (3, 1280, 2)
+    assert diagnostics["perturbations"] == 2560 and diagnostics["full_rank"] is False
+    assert any(line.startswith("warning: demo/lite0: expected_gradcam draws M = 2560") for line in lines)
+    assert any("[demo/lite0] expected_gradcam: M = 2560, K = 1280" in line and "RANK-DEFICIENT" in line
+               for line in lines)
+    stored = RunStore(str(out)).reference_features("demo", "lite0")
+    assert stored.num_rows == 4 and sorted(stored.column("pool").to_pylist()) == ["fit", "fit", "held_out", "held_out"]
     marker = RunStore(str(out)).cell_done("demo", "lite0")
     assert marker["images"] == 6 and marker["attempts"] == 1
     assert any("[demo/lite0] 6/6 images" in line and "done" in line for line in lines)
@@ -143,12 +155,51 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     assert written["table12b_ranks"] and (out / "report" / "nan_report.csv").exists()
 
 
-def test_expected_gradcam_scores_are_its_own_optimum(baseline):
-    """On the evaluation draw, Expected Grad-CAM's infidelity is lowest (Theorem 3.10, held-out draw on average)."""
+def test_cam_infidelity_is_scored_on_held_out_references(baseline):
+    """Expected Grad-CAM is not scored on the draw it was fitted on: its cam_infidelity is not ~0."""
     frame = scores(baseline[0]).filter(pl.col("metric") == "cam_infidelity")
-    means = frame.group_by("method").agg(pl.col("value").mean()).sort("method")
-    egc = means.filter(pl.col("method") == "expected_gradcam")["value"][0]
-    assert egc < means.filter(pl.col("method") == "gradcam")["value"][0]
+    egc = frame.filter(pl.col("method") == "expected_gradcam")["value"]
+    assert (egc > 1e-6).all() and egc.is_finite().all()
+
+
+def test_a_rerun_reuses_the_stored_reference_features(state, manifest, baseline, tmp_path):
+    from job_faults import RefusingFeaturizer
+
+    out = tmp_path / "again"
+    shutil.copytree(baseline[0], out)
+    for kind in ("saliency", "scores", "cells", "report"):
+        shutil.rmtree(out / kind, ignore_errors=True)
+    run(grid_spec(manifest), out, featurizer=RefusingFeaturizer)  # the stage would raise if it ran again
+    assert_same_scores(scores(out), scores(baseline[0]))
+    # features of another draw are recomputed, never used
+    path = out / "references" / "dataset=demo" / "architecture=lite0" / "features.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.slice(1), path)
+    for kind in ("saliency", "scores", "cells"):
+        shutil.rmtree(out / kind)
+    with pytest.raises(GridFailedError, match="RuntimeError: reference features recomputed"):
+        run(grid_spec(manifest, resources={"retries": 0}), out, featurizer=RefusingFeaturizer)
+
+
+def test_every_actor_of_a_cell_reads_the_same_stored_features(baseline, manifest):
+    import torch
+
+    from attribution.channel_scaling import reference_features
+    from jobs.evaluate import CellEvaluator
+    from storage.manifest import decode_image
+
+    out, summary, _ = baseline
+    plan = plan_cells(parse_spec(grid_spec(manifest), "jobtest.yaml"), summary.run, str(out))[0]
+    first, second = CellEvaluator(plan), CellEvaluator(plan)
+    fit = first.methods["expected_gradcam"].reference_features
+    assert torch.equal(fit, second.methods["expected_gradcam"].reference_features)
+    held_out = first.metrics["cam_infidelity"].reference_features
+    assert torch.equal(held_out, second.metrics["cam_infidelity"].reference_features)
+    # and they are h(x') of the planned images through the cell's model
+    rows = {r["image_id"]: r for r in pq.read_table(manifest).to_pylist()}
+    images = torch.stack([first.preprocessing(decode_image(rows[i])) for i in plan.references.pools["fit"]])
+    expected = reference_features(first.loaded.model, first.loaded.layer, images, layout=first.loaded.layout)
+    torch.testing.assert_close(fit, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_rerun_resumes_and_redoes_only_half_written_shards(state, manifest, baseline, tmp_path):
@@ -257,7 +308,8 @@ def test_the_demo_preset_is_what_camgrid_run_runs_by_default():
     from jobs.cli import main
 
     demo = load_spec("demo")
-    assert demo.references > 0 and demo.samples and demo.datasets[0].manifest == "bundled:demo"
+    assert demo.samples and demo.datasets[0].manifest == "bundled:demo"
+    assert demo.datasets[0].references == "bundled:demo_references"  # offline crops of other photos
     result = CliRunner().invoke(main, ["run", "--help"])
     assert result.exit_code == 0 and "demo" in result.output
     bad = CliRunner().invoke(main, ["run", "no-such-preset"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from jobs.plan import image_seed, plan_cells
+from jobs.plan import image_seed, plan_cells, regime_warnings
 from jobs.spec import SpecError, load_spec, parse_spec, preset_names
 from storage.builders import build
 
@@ -67,7 +67,8 @@ def test_placeholders_fill_paths_and_cells(tmp_path):
         ),
         ({"metrics": {"delition": {}}}, "metrics.delition: unknown metric 'delition'"),
         ({"metrics": {"deletion": {"step": 3}}}, "metrics.deletion: metric 'deletion'"),
-        ({"metrics": {"cam_infidelity": {"reference": 1}}}, "'reference' is drawn from the manifest"),
+        ({"metrics": {"cam_infidelity": {"reference": 1}}}, "'reference' is drawn from each dataset's reference"),
+        ({"methods": {"expected_gradcam": {"reference_features": 1}}}, "'reference_features' is drawn from each"),
         ({"architectures": {"x": {"model": "resnet05"}}}, "architectures.x.model: unknown architecture 'resnet05'"),
         ({"samples": 0}, "samples: expected an integer ≥ 1, got 0"),
         ({"batch_size": "8"}, "batch_size: expected an integer ≥ 1, got '8'"),
@@ -77,7 +78,9 @@ def test_placeholders_fill_paths_and_cells(tmp_path):
         ({"resources": {"gpus": 1}}, "resources: unknown field 'gpus'"),
         ({"resources": {"actors_per_cell": 0}}, "resources.actors_per_cell: expected an integer ≥ 1"),
         ({"metrcs": {}}, "unknown field 'metrcs'"),
-        ({"references": 0}, "references: methods.expected_gradcam draw data-aware perturbations from reference"),
+        ({"references": 0}, "references.pool: expected an integer ≥ 1, got 0"),
+        ({"references": {"size": 4}}, "references: unknown field 'size'; allowed: held_out, pool"),
+        ({"datasets": {"demo": {"manifest": "m", "references": ""}}}, "datasets.demo.references: expected a non-empty"),
     ],
 )
 def test_bad_specs_fail_naming_the_field(change, message):
@@ -121,17 +124,18 @@ def test_plan_holds_references_out_and_is_deterministic(manifest):
     first, second = plan_cells(spec, "r")
     assert first.images == second.images and first.references == second.references  # same images per dataset
     explained = {i for ids in first.images.values() for i in ids}
-    held_out = {r["image_id"] for r in first.references}
+    held_out = set(first.references.ids)
     assert len(explained) == 6 and len(held_out) == 2 and not explained & held_out
-    assert all(r["image"] for r in first.references)
+    assert first.references.pools["fit"] == tuple(sorted(held_out)) and first.references.pools["held_out"] == ()
+    assert first.references.manifest == manifest and set(first.references.files) <= set(range(6))
     assert plan_cells(spec, "r")[0].images == first.images  # the draw depends only on the seed
     assert parse_spec({**small_spec(manifest), "seed": 1}, "s.yaml").fingerprint() != spec.fingerprint()
     reseeded = plan_cells(parse_spec({**small_spec(manifest), "seed": 1}, "s.yaml"), "r")[0]
     assert {i for ids in reseeded.images.values() for i in ids} != explained
     assert first.targets == {i: i for i in range(1000)}  # the demo's labels are ImageNet classes
-    without = small_spec(manifest, references=0, samples=None, methods={"gradcam": {}})
+    without = small_spec(manifest, samples=None, methods={"gradcam": {}})
     everything = plan_cells(parse_spec(without, "s.yaml"), "r")[0]
-    assert everything.references == () and everything.total == 12  # no references, every image
+    assert everything.references is None and everything.total == 12  # nothing draws references: every image
     assert first.map_size == (224, 224)
 
 
@@ -145,7 +149,7 @@ def test_plan_rejects_label_spaces_that_do_not_fit(manifest):
     with pytest.raises(SpecError, match="manifest has 1000 classes but architecture x predicts 10"):
         plan_cells(spec, "r")
     spec = parse_spec(small_spec(manifest, samples=20), "s.yaml")
-    with pytest.raises(SpecError, match="has 12 images, fewer than the 2 references \\+ 20 samples"):
+    with pytest.raises(SpecError, match="has 12 images, fewer than the 2 reference images \\+ 20 samples"):
         plan_cells(spec, "r")
     mapped = parse_spec(
         small_spec(manifest, datasets={"demo": {"manifest": manifest, "classes": {"tabby": 1}}}), "s.yaml"
@@ -204,3 +208,53 @@ def test_an_unreachable_cluster_address_fails_at_once():
         start_ray("127.0.0.1:1")
     assert time.perf_counter() - start < 10
 
+
+
+@pytest.fixture(scope="module")
+def reference_manifest(tmp_path_factory):
+    location = tmp_path_factory.mktemp("manifests") / "demo_references"
+    build("demo_references", None, location, n=40, shard_size=16)
+    return str(location)
+
+
+def test_references_from_a_separate_manifest_split_into_disjoint_pools(manifest, reference_manifest):
+    spec = small_spec(
+        manifest,
+        datasets={"demo": {"manifest": manifest, "references": reference_manifest}},
+        references={"pool": 24, "held_out": 8},
+        metrics={"cam_infidelity": {}, "sparseness": {}},
+    )
+    plan = plan_cells(parse_spec(spec, "s.yaml"), "r", "runs/x")[0]
+    pools = plan.references.pools
+    assert len(pools["fit"]) == 24 and len(pools["held_out"]) == 8 and not set(pools["fit"]) & set(pools["held_out"])
+    assert plan.references.manifest == reference_manifest and plan.location == "runs/x" and plan.channels == 1280
+    assert all(i.split("-")[0] != "chelsea" for i in plan.references.ids)  # crops of other photos, not the demo's
+    assert plan.total == 6  # nothing is held out of the explained manifest
+    again = plan_cells(parse_spec(spec, "s.yaml"), "r")[0]
+    assert again.references.pools == pools  # a seeded draw
+    assert plan_cells(parse_spec({**spec, "seed": 4}, "s.yaml"), "r")[0].references.pools != pools
+    # a pool far below K is named, with K and R, before anything runs
+    (line,) = regime_warnings([plan])
+    assert line.startswith("demo/lite0: expected_gradcam draws M = 2560 perturbations from R = 24 reference images")
+    assert "K = 1280" in line and "rank(M̂) ≤ 25 < K" in line
+
+
+def test_auto_reference_pools_follow_the_largest_k(manifest, reference_manifest):
+    spec = small_spec(
+        manifest,
+        datasets={"demo": {"manifest": manifest, "references": reference_manifest}},
+        metrics={"cam_infidelity": {}},
+        architectures={"lite0": {"model": "efficientnet_lite0", "weights": "package"},
+                       "r18": {"model": "resnet18", "weights": "none"}},
+    )
+    del spec["references"]  # auto: 2·1280 for Expected Grad-CAM, 1280 held out for cam_infidelity
+    plans = plan_cells(parse_spec(spec, "s.yaml"), "r")
+    pools = plans[0].references.pools
+    assert (len(pools["fit"]), len(pools["held_out"])) == (26, 13)  # the 40 crops, in proportion 2:1
+    lines = regime_warnings(plans)
+    assert "asked for; drawing 26 + 13" in lines[0] and "3840" in lines[0]
+    assert any(line.startswith("demo/r18:") and "K = 512" in line for line in lines)
+    unknown = small_spec(manifest, architectures={"t": {"model": "timm:resnet10t", "layer": "layer4", "weights": "none"}})
+    del unknown["references"]
+    with pytest.raises(SpecError, match="architecture t has no known channel count K"):
+        plan_cells(parse_spec(unknown, "s.yaml"), "r")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -129,10 +129,19 @@ def sample_generators(seed: int, seeds: Tensor | Sequence[int] | None, batch: in
     return [torch.Generator().manual_seed(hash((seed, s)) & 0x7FFF_FFFF_FFFF_FFFF) for s in per_sample]
 
 
+ReferencePool = Literal["fit", "held_out"]
+
+
 class CAMMethod(ABC):
     """A saliency method over one target layer."""
 
     name: ClassVar[str]
+
+    @property
+    def reference_pool(self) -> ReferencePool | None:
+        """``"fit"`` for a method whose perturbations draw from a dataset's reference pool (the job
+        passes that pool's features as ``reference_features``); ``None`` for the others."""
+        return None
 
     def __call__(
         self,

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,7 @@ from attribution.channel_scaling import (
     pooled_features,
 )
 from attribution.layout import FeatureLayout
-from attribution.methods.base import LayerPass, Targets, WeightedCAM, check_images, forward_pass, sample_generators
+from attribution.methods.base import LayerPass, ReferencePool, Targets, WeightedCAM, check_images, forward_pass, sample_generators
 from attribution.methods.registry import register
 from attribution.split import LayerSplit, split_at
 
@@ -129,8 +129,6 @@ class ExpectedGradCAM(WeightedCAM):
         seed: seed of the perturbation set (and, with per-image seeds, of the EG baselines).
     """
 
-    reference_pool: ClassVar[str] = "fit"
-
     def __init__(
         self,
         reference: Tensor | None = None,
@@ -173,9 +171,9 @@ class ExpectedGradCAM(WeightedCAM):
         self._sets: weakref.WeakKeyDictionary[LayerSplit, _FittedSet] = weakref.WeakKeyDictionary()
 
     @property
-    def needs_reference(self) -> bool:
-        """Data-aware perturbations draw from a reference pool; the Gaussian and Dirac cases do not."""
-        return self.perturbation == "data"
+    def reference_pool(self) -> ReferencePool | None:
+        """Data-aware perturbations draw from the dataset's fitting pool; the Gaussian and Dirac cases do not."""
+        return "fit" if self.perturbation == "data" else None
 
     def __repr__(self) -> str:
         if self.reference is not None:
@@ -283,23 +281,33 @@ class ExpectedGradCAM(WeightedCAM):
                                 None if cached.reference is None else cached.reference.to(device))
             self._sets[split] = fitted
             return fitted
-        features = None
-        if self.perturbation == "dirac":
-            pset = dirac_perturbation(self.dirac_point, channels)
-        elif self.perturbation == "gaussian":
-            pset = gaussian_perturbations(channels, self.n_perturbations or 2 * channels, self.gaussian_mean,
-                                          self.gaussian_std, self.seed)
-        else:
-            features = self._reference_pool(split, device)
-            if features.shape[1] != channels:
-                raise ValueError(
-                    f"reference features have {features.shape[1]} channels but layer {split.layer!r} has {channels}"
-                )
-            pset = data_aware_perturbations(features, self.n_perturbations or 2 * channels, self.seed)
+        features = self._reference_pool(split, device) if self.perturbation == "data" else None
+        if features is not None and features.shape[1] != channels:
+            raise ValueError(
+                f"reference features have {features.shape[1]} channels but layer {split.layer!r} has {channels}"
+            )
+        pset = self._perturbations(channels, features)
         fitted = _FittedSet(SecondMoment.of(pset, self.ridge).to(device), pset.perturbations.to(device),
                             None if features is None else features.to(device))
         self._sets[split] = fitted
         return fitted
+
+    def _perturbations(self, channels: int, features: Tensor | None) -> PerturbationSet:
+        m = self.n_perturbations or 2 * channels
+        if self.perturbation == "dirac":
+            return dirac_perturbation(self.dirac_point, channels)
+        if self.perturbation == "gaussian":
+            return gaussian_perturbations(channels, m, self.gaussian_mean, self.gaussian_std, self.seed)
+        assert features is not None
+        return data_aware_perturbations(features, m, self.seed)
+
+    def second_moment(self, channels: int, *, warn: bool = True) -> SecondMoment:
+        """``M̂`` of this method's perturbations for a layer of ``channels`` channels, without a model
+        (data-aware perturbations need ``reference_features``); ``.diagnostics`` says its rank."""
+        if self.perturbation == "data" and self.reference_features is None:
+            raise ValueError("second_moment without a model needs reference_features")
+        features = None if self.reference_features is None else self.reference_features.detach().float().cpu()
+        return SecondMoment.of(self._perturbations(channels, features), self.ridge, warn=warn)
 
     def _reference_pool(self, split: LayerSplit, device: torch.device) -> Tensor:
         if self.reference_features is not None:

@@ -18,7 +18,7 @@ from attribution.channel_scaling import ChannelScaling, data_aware_perturbations
 from attribution.methods import WeightedCAM, cam_infidelity
 from attribution.methods.base import LayerPass, check_images, forward_pass
 from attribution.split import LayerSplit, split_at
-from evaluation.base import Metric, mark_undefined
+from evaluation.base import Metric, ReferencePool, mark_undefined
 from evaluation.perturbation import check_model_inputs
 from evaluation.registry import register
 
@@ -71,7 +71,7 @@ class CAMInfidelity(_ChannelMetric):
     """
 
     name, direction = "cam_infidelity", "lower"
-    reference_pool: ClassVar[str] = "held_out"
+    reference_pool: ClassVar[ReferencePool] = "held_out"
 
     def __init__(
         self,
