@@ -92,7 +92,8 @@ def pooled_features(split: LayerSplit, images: Tensor, device: torch.device, bat
     features = []
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            feats, _ = split.features(images[start : start + batch_size].to(device))
+            chunk = images[start : start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+            feats, _ = split.features(chunk)
             features.append(split.layout_for(feats).to_maps(feats).mean(dim=(2, 3)).float())
     return torch.cat(features)
 

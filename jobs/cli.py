@@ -27,7 +27,10 @@ def main() -> None:
 @click.option("--params", default="{}", help='JSON per-method parameters, e.g. \'{"opticam": {"iterations": 20}}\'')
 @click.option("--out", default="camgrid-explain", show_default=True, type=click.Path(file_okay=False))
 @click.option("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu", show_default=True)
-def explain(images, model_name, weights, layer, methods, params, out, device) -> None:
+@click.option("--references", default=None, metavar="MANIFEST",
+              help="reference manifest Expected Grad-CAM draws 2K images from (your data's train split; "
+                   "default: the bundled offline pool of photo crops)")
+def explain(images, model_name, weights, layer, methods, params, out, device, references) -> None:
     """Explain IMAGES (default: scikit-image's bundled photos) with every method; write overlays."""
     from jobs.explain import explain_images, load_images, save_overlay_grid
 
@@ -44,7 +47,8 @@ def explain(images, model_name, weights, layer, methods, params, out, device) ->
         photos = load_images(images)
         loaded = load_model(model_name, weights, layer=layer, device=device)
         click.echo(f"{model_name} ({loaded.weights}) at {loaded.layer}: {len(photos)} images, {len(chosen)} methods")
-        explanation = explain_images(loaded, photos, chosen, method_params, progress=click.echo)
+        explanation = explain_images(loaded, photos, chosen, method_params, progress=click.echo,
+                                     references=references)
     except (FileNotFoundError, ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from err
     for name, label in zip(explanation.names, explanation.labels):

@@ -37,7 +37,8 @@ from jobs.plan import POOLS, CellPlan, ReferencePlan, image_seed, preprocessing_
 from storage.manifest import decode_image, ground_truth_mask
 from storage.results import RunStore
 
-__all__ = ["CellEvaluator", "ReferenceFeaturizer", "features_by_pool", "output_schema", "pooled_metrics"]
+__all__ = ["CellEvaluator", "ReferenceFeaturizer", "check_reference_features", "features_by_pool", "output_schema",
+           "pooled_metrics"]
 
 
 def _bound(factory: Callable[..., Any], name: str, params, features: dict[str, torch.Tensor], black) -> Any:
@@ -86,19 +87,22 @@ def _load_cell_model(plan: CellPlan, torch_threads: int | None) -> tuple[torch.d
     return device, loaded, preprocessing_for(plan.model, plan.layer, plan.input_size)
 
 
-def features_by_pool(table: pa.Table, references: ReferencePlan, where: str) -> dict[str, torch.Tensor]:
-    """The stored reference features as ``pool → (R, K)`` float32, rows in the plan's (sorted id) order.
-
-    The stored ids must be exactly the plan's: features of another draw are never used.
-    """
-    ids = table.column("image_id").to_pylist()
-    row_of = {image_id: row for row, image_id in enumerate(ids)}
-    if len(row_of) != len(ids) or set(row_of) != set(references.ids):
+def check_reference_features(table: pa.Table, references: ReferencePlan, where: str) -> None:
+    """Raise unless the stored features are exactly those of the planned reference images, in their pools."""
+    stored = set(zip(table.column("image_id").to_pylist(), table.column("pool").to_pylist()))
+    planned = {(i, pool) for pool, ids in references.pools.items() for i in ids}
+    if len(stored) != table.num_rows or stored != planned:
         raise ValueError(f"{where}: the stored reference features are not those of this cell's reference images")
+
+
+def features_by_pool(table: pa.Table) -> dict[str, torch.Tensor]:
+    """Stored reference features as ``pool → (R, K)`` float32, rows in image-id order within a pool."""
+    table = table.sort_by([("pool", "ascending"), ("image_id", "ascending")])
     values = table.column("features").combine_chunks()
-    matrix = np.asarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), -1)
-    return {pool: torch.from_numpy(matrix[[row_of[i] for i in references.pools[pool]]]) for pool in POOLS
-            if references.pools[pool]}
+    matrix = np.asarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    matrix = matrix.reshape(table.num_rows, -1)
+    pools = np.asarray(table.column("pool").to_pylist())
+    return {pool: torch.from_numpy(matrix[pools == pool]) for pool in POOLS if (pools == pool).any()}
 
 
 class ReferenceFeaturizer:
@@ -151,8 +155,7 @@ class CellEvaluator:
         table = RunStore(self.plan.location).reference_features(self.plan.dataset, self.plan.architecture)
         if table is None:
             raise FileNotFoundError(f"cell {self.plan.name}: no stored reference features in {self.plan.location}")
-        pools = features_by_pool(table, self.plan.references, f"cell {self.plan.name}")
-        return {pool: features.to(self.device) for pool, features in pools.items()}
+        return {pool: features.to(self.device) for pool, features in features_by_pool(table).items()}
 
     # -- one batch ------------------------------------------------------------------------------------
 

@@ -11,13 +11,16 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from attribution.channel_scaling import reference_features
 from attribution.methods import create_method
 from attribution.models import LoadedModel, imagenet_categories, open_image
 from attribution.models.preprocessing import Preprocessing
 from attribution.postprocess import check_finite, minmax_normalize, relu, upsample
-from storage.builders import sample_images
+from attribution.split import split_at
+from storage.builders import demo_references_manifest, sample_images
+from storage.manifest import decode_image, read_manifest
 
-__all__ = ["Explanation", "explain_images", "load_images", "save_overlay_grid"]
+__all__ = ["Explanation", "explain_images", "load_images", "manifest_reference_features", "save_overlay_grid"]
 
 
 @dataclass
@@ -37,17 +40,34 @@ def load_images(paths: Sequence[str | Path]) -> list[tuple[str, Image.Image]]:
     return [(Path(p).stem, open_image(p)) for p in paths]
 
 
+def manifest_reference_features(
+    loaded: LoadedModel, manifest: str | None, n: int, progress: Callable[[str], None] = print, batch_size: int = 32
+) -> Tensor:
+    """``h(x')`` of ``n`` images of a reference manifest (default: the bundled offline pool of crops)."""
+    source = demo_references_manifest() if manifest is None else read_manifest(manifest)
+    rows = source.table.select(["image_id", "image", "image_uri"]).slice(0, n).to_pylist()
+    device = next(loaded.model.parameters()).device
+    progress(f"  reference features of {len(rows)} images from {source.location}")
+    features = []
+    for start in range(0, len(rows), batch_size):
+        chunk = torch.stack([loaded.preprocessing(decode_image(r)) for r in rows[start : start + batch_size]])
+        features.append(reference_features(loaded.model, loaded.layer, chunk.to(device), layout=loaded.layout))
+    return torch.cat(features)
+
+
 def explain_images(
     loaded: LoadedModel,
     photos: list[tuple[str, Image.Image]],
     methods: Sequence[str],
     method_params: dict[str, dict] | None = None,
     progress: Callable[[str], None] = print,
+    references: str | None = None,
 ) -> Explanation:
     """Maps of every method for every photo (top-1 class as target), upsampled and normalised.
 
-    Expected Grad-CAM's reference set for an image is every *other* photo (leave-one-out), as
-    the paper draws references from the dataset and never the explained image itself.
+    Expected Grad-CAM draws its perturbations from ``2K`` images of the reference manifest
+    ``references`` (default: the bundled offline pool of crops of photos other than the demo's),
+    enough for a full-rank ``M̂``; never from the explained images.
     """
     method_params = method_params or {}
     device = next(loaded.model.parameters()).device
@@ -61,20 +81,18 @@ def explain_images(
     seconds: dict[str, float] = {}
     for name in methods:
         start = time.perf_counter()
-        if name == "expected_gradcam":
-            if len(images) < 2:
-                raise ValueError("Expected Grad-CAM needs at least two images here: each is explained against the others")
-            raw = torch.cat(
-                [
-                    create_method(name, reference=torch.cat([images[:i], images[i + 1 :]]), **method_params.get(name, {}))(
-                        loaded.model, loaded.layer, images[i : i + 1], targets[i : i + 1], layout=loaded.layout
-                    )
-                    for i in range(len(images))
-                ]
-            )
+        params = dict(method_params.get(name, {}))
+        if create_method(name, **params).reference_pool is not None:
+            split = split_at(loaded.model, loaded.layer, loaded.layout)
+            with torch.no_grad():
+                feats, _ = split.features(images[:1])
+            channels = split.layout_for(feats).to_maps(feats).shape[1]
+            params["reference_features"] = manifest_reference_features(loaded, references, 2 * channels, progress)
+            method = create_method(name, **params)
+            progress(f"  {name}: {method.diagnostics(loaded.model, loaded.layer, layout=loaded.layout).describe()}")
         else:
-            method = create_method(name, **method_params.get(name, {}))
-            raw = method(loaded.model, loaded.layer, images, targets, layout=loaded.layout)
+            method = create_method(name, **params)
+        raw = method(loaded.model, loaded.layer, images, targets, layout=loaded.layout)
         maps[name] = minmax_normalize(upsample(relu(check_finite(raw)), images.shape[-2:])).cpu()
         seconds[name] = time.perf_counter() - start
         progress(f"  {name:<20} {seconds[name]:7.2f} s for {len(images)} images")

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from attribution.channel_scaling import Diagnostics
 from jobs.assemble import ShardAssembler
-from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, features_by_pool
+from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, check_reference_features, features_by_pool
 from jobs.plan import IMAGE_COLUMNS, POOLS, REFERENCE_COLUMNS, CellPlan, plan_cells, regime_warnings
 from jobs.progress import CellProgress, GridProgress
 from jobs.spec import GridSpec
@@ -179,7 +179,7 @@ def _mapped(files: list[str], columns: list[str], wanted: list[str], batch_size:
     )
     return read.repartition(target_num_rows_per_block=batch_size).map_batches(
         callable_class,
-        fn_constructor_kwargs={"plan": plan, "torch_threads": place.torch_threads},
+        fn_constructor_kwargs={"plan": plan.for_actors(), "torch_threads": place.torch_threads},
         batch_size=batch_size,
         batch_format="pyarrow",
         zero_copy_batch=True,
@@ -208,7 +208,7 @@ def _reference_stage(
     stored = store.reference_features(plan.dataset, plan.architecture)
     if stored is not None:
         try:
-            features_by_pool(stored, references, where)
+            check_reference_features(stored, references, where)
         except ValueError:
             stored = None  # another draw (or a damaged file): recompute
     if stored is None:
@@ -237,7 +237,7 @@ def _reference_stage(
         stored = table
         progress.echo(f"[{plan.name}] reference features: {table.num_rows} images in "
                       f"{time.perf_counter() - started:.1f} s (stored with the run)")
-    return _diagnostics(plan, features_by_pool(stored, references, where))
+    return _diagnostics(plan, features_by_pool(stored))
 
 
 def _diagnostics(plan: CellPlan, features: dict) -> dict[str, Diagnostics]:

@@ -12,7 +12,7 @@ Plans carry image ids only: the actors read the images (and the stored reference
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import pyarrow.compute as pc
@@ -75,6 +75,14 @@ class CellPlan:
     @property
     def name(self) -> str:
         return f"{self.dataset}/{self.architecture}"
+
+    def for_actors(self) -> CellPlan:
+        """The plan without its reference image ids, for the actors' constructors: they read the cell's
+        stored reference features, which the driver has checked against those ids, and the
+        constructor arguments stay small whatever the pool size."""
+        if self.references is None:
+            return self
+        return replace(self, references=replace(self.references, files={}, pools={}))
 
     @property
     def total(self) -> int:
@@ -173,15 +181,16 @@ def _pick(spec: GridSpec, items: list[dict[str, Any]], n: int | None, salt: int)
                              accept=lambda r: r)
 
 
-def _reference_plan(spec: GridSpec, dataset: DatasetSpec, manifest: Manifest,
-                    sizes: dict[str, int]) -> ReferencePlan | None:
-    """Draw the dataset's reference pools from its reference source (or from its own manifest)."""
+def _reference_plan(spec: GridSpec, dataset: DatasetSpec, manifest: Manifest, sizes: dict[str, int],
+                    explained: set[str]) -> ReferencePlan | None:
+    """Draw the dataset's reference pools from its reference source (or from its own manifest),
+    never one of the ``explained`` images (a reference manifest may share images with the dataset's)."""
     wanted = sum(sizes.values())
     if wanted == 0:
         return None
     location = spec.reference_location(dataset)
     source = manifest if location is None else _open(spec, dataset, location, "references")
-    rows = source.table.select(["image_id", "label", "shard"]).to_pylist()
+    rows = [r for r in source.table.select(["image_id", "label", "shard"]).to_pylist() if r["image_id"] not in explained]
     if location is None:  # held out of the manifest: leave the samples (or at least one image) to explain
         available = len(rows) - (spec.samples if spec.samples is not None else 1)
     else:
@@ -275,9 +284,13 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
     sizes = _pool_sizes(spec, reference_pools(spec))
     for dataset in spec.datasets:
         manifest = open_manifest(spec, dataset)
-        references = _reference_plan(spec, dataset, manifest, sizes)
-        held_in_manifest = set(references.ids) if references and spec.reference_location(dataset) is None else set()
-        images = _select(spec, manifest, held_in_manifest)
+        if spec.reference_location(dataset) is None:  # held out of the manifest first, then the samples
+            references = _reference_plan(spec, dataset, manifest, sizes, set())
+            images = _select(spec, manifest, set(references.ids) if references else set())
+        else:  # the samples first; the reference manifest's copies of them are never drawn
+            images = _select(spec, manifest, set())
+            explained = {i for ids in images.values() for i in ids}
+            references = _reference_plan(spec, dataset, manifest, sizes, explained)
         files = _shard_files(manifest)
         for arch in spec.architectures:
             weights = spec.weights_for(dataset, arch)

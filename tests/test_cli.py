@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from storage.builders import sample_images
+from attribution.channel_scaling import RankDeficientWarning
+from storage.builders import build, sample_images
 from jobs.cli import main
 
 
@@ -16,11 +18,18 @@ def test_explain_writes_an_overlay_grid(tmp_path):
         image.save(path)
         paths.append(str(path))
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main, ["explain", *paths, "--methods", "gradcam,expected_gradcam,fakecam", "--out", str(out)]
-    )
+    references = tmp_path / "references"
+    build("demo_references", None, references, n=24)  # a small pool: the run says M̂ is rank-deficient
+    with pytest.warns(RankDeficientWarning):
+        result = CliRunner().invoke(
+            main,
+            ["explain", *paths, "--methods", "gradcam,expected_gradcam,fakecam", "--out", str(out),
+             "--references", str(references)],
+        )
     assert result.exit_code == 0, result.output
     assert "coffee: top-1 espresso" in result.output
+    assert "reference features of 24 images" in result.output
+    assert "expected_gradcam: M = 2560, K = 1280, R = 24 distinct references: rank(M̂) = 25/1280" in result.output
     grid = Image.open(out / "overlays.png")
     assert grid.width > grid.height > 200  # 2 rows × 4 columns
 

@@ -258,3 +258,14 @@ def test_auto_reference_pools_follow_the_largest_k(manifest, reference_manifest)
     del unknown["references"]
     with pytest.raises(SpecError, match="architecture t has no known channel count K"):
         plan_cells(parse_spec(unknown, "s.yaml"), "r")
+
+
+def test_a_reference_manifest_never_gives_an_explained_image(manifest):
+    # the dataset's own manifest as its reference source (e.g. a manifest of all splits): the explained
+    # images are drawn first and never become references
+    spec = small_spec(manifest, datasets={"demo": {"manifest": manifest, "references": manifest}},
+                      references={"pool": 6})
+    plan = plan_cells(parse_spec(spec, "s.yaml"), "r")[0]
+    explained = {i for ids in plan.images.values() for i in ids}
+    assert len(explained) == 6 and len(plan.references.pools["fit"]) == 6
+    assert not explained & set(plan.references.ids)
