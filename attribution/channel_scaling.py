@@ -34,7 +34,6 @@ Routes of ``g`` (chosen from the traced graph, :attr:`attribution.split.LayerSpl
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -61,7 +60,6 @@ __all__ = [
     "reference_features",
 ]
 
-log = logging.getLogger("attribution")
 Route = Literal["affine", "pooled", "general"]
 
 
@@ -167,6 +165,7 @@ class Diagnostics:
     pool: int | None  # size of the reference pool drawn from
     rank: int  # numerical rank of M̂
     condition_number: float  # λ_max / λ_min of M̂ (inf when singular)
+    covariance_condition_number: float  # of Cov(I), the quantity Fig. 6(d) compares with eq. 94 (inf when singular)
     marchenko_pastur: float | None  # eq. 94 at ρ = M/K (None for ρ ≤ 1)
 
     @property
@@ -175,15 +174,27 @@ class Diagnostics:
 
     def to_dict(self) -> dict[str, float | int | bool | None]:
         out: dict[str, float | int | bool | None] = asdict(self)
-        out["condition_number"] = None if math.isinf(self.condition_number) else self.condition_number
+        for key in ("condition_number", "covariance_condition_number"):
+            out[key] = None if math.isinf(out[key]) else out[key]
         out["full_rank"] = self.full_rank
         return out
 
     def describe(self) -> str:
         refs = "" if self.references is None else f", R = {self.references} distinct references"
-        kappa = "κ = inf" if math.isinf(self.condition_number) else f"κ = {self.condition_number:.3g}"
-        mp = "" if self.marchenko_pastur is None else f" (Marchenko–Pastur at ρ = M/K: {self.marchenko_pastur:.3g})"
-        return f"M = {self.perturbations}, K = {self.channels}{refs}: rank(M̂) = {self.rank}/{self.channels}, {kappa}{mp}"
+        def kappa(value: float) -> str:
+            return "inf" if math.isinf(value) else f"{value:.3g}"
+
+        mp = "" if self.marchenko_pastur is None else f", Marchenko–Pastur {self.marchenko_pastur:.3g} at ρ = M/K"
+        return (f"M = {self.perturbations}, K = {self.channels}{refs}: rank(M̂) = {self.rank}/{self.channels}, "
+                f"κ(M̂) = {kappa(self.condition_number)}, κ(Cov I) = {kappa(self.covariance_condition_number)}{mp}")
+
+
+def _rank_and_condition(matrix: Tensor) -> tuple[int, float]:
+    """Numerical rank (eigenvalues above ``λ_max·K·eps``) and ``λ_max/λ_min`` (inf below full rank) of a PSD matrix."""
+    eigenvalues = torch.linalg.eigvalsh(matrix)
+    k, top, bottom = matrix.shape[0], float(eigenvalues[-1]), float(eigenvalues[0])
+    rank = int((eigenvalues > top * k * torch.finfo(matrix.dtype).eps).sum()) if top > 0 else 0
+    return rank, top / bottom if rank == k and bottom > 0 else math.inf
 
 
 @dataclass(eq=False)
@@ -202,16 +213,14 @@ class SecondMoment:
 
     @classmethod
     def of(cls, pset: PerturbationSet, ridge: float, *, warn: bool = True) -> SecondMoment:
-        """Factor ``M̂ + λ·Id``; warn (:class:`RankDeficientWarning`) and log when ``rank(M̂) < K``."""
+        """Factor ``M̂ + λ·Id``; warn (:class:`RankDeficientWarning`) when ``rank(M̂) < K``."""
         I = pset.perturbations
         m, k = I.shape
         matrix = I.T @ I / m
-        eigenvalues = torch.linalg.eigvalsh(matrix)
-        top = float(eigenvalues[-1])
-        rank = int((eigenvalues > top * k * torch.finfo(torch.float64).eps).sum()) if top > 0 else 0
-        bottom = float(eigenvalues[0])
-        condition = top / bottom if rank == k and bottom > 0 else math.inf
-        diagnostics = Diagnostics(m, k, pset.distinct_references, pset.pool, rank, condition,
+        rank, condition = _rank_and_condition(matrix)
+        centred = I - I.mean(dim=0)
+        _, covariance_condition = _rank_and_condition(centred.T @ centred / max(m - 1, 1))
+        diagnostics = Diagnostics(m, k, pset.distinct_references, pset.pool, rank, condition, covariance_condition,
                                   marchenko_pastur_condition(m, k))
         factor, info = torch.linalg.cholesky_ex(matrix + ridge * torch.eye(k, dtype=torch.float64))
         if info.any():
@@ -222,7 +231,6 @@ class SecondMoment:
                 "infidelity optimum (App. B.2); use M ≥ K perturbations from ≥ K distinct reference images"
             )
             warnings.warn(message, RankDeficientWarning, stacklevel=3)
-            log.warning(message)
         return cls(pset, ridge, matrix, factor, diagnostics)
 
     def to(self, device: torch.device) -> SecondMoment:

@@ -133,7 +133,6 @@ class CellEvaluator:
         # NaN reasons and rank diagnostics stay out of the driver's console: the report's nan_report.csv
         # lists every undefined score, and the driver prints each cell's M̂ diagnostics once
         logging.getLogger("evaluation").setLevel(os.environ.get("CAMGRID_METRIC_LOG_LEVEL", "ERROR"))
-        logging.getLogger("attribution").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=RankDeficientWarning)
         self.device, self.loaded, self.preprocessing = _load_cell_model(plan, torch_threads)
         features = self._reference_features()

@@ -41,8 +41,8 @@ import pyarrow as pa
 from attribution.channel_scaling import Diagnostics
 from jobs.assemble import ShardAssembler
 from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, check_reference_features, features_by_pool
-from jobs.plan import IMAGE_COLUMNS, POOLS, REFERENCE_COLUMNS, CellPlan, plan_cells, regime_warnings
-from jobs.progress import CellProgress, GridProgress
+from jobs.plan import IMAGE_COLUMNS, REFERENCE_COLUMNS, CellPlan, plan_cells, regime_warnings
+from jobs.progress import CellProgress, GridProgress, format_duration
 from jobs.spec import GridSpec
 from storage.results import RunStore, run_record
 
@@ -160,6 +160,7 @@ def _configure_data(spec: GridSpec) -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.enable_operator_progress_bars = False
+    context.issue_detectors_config.detectors = []  # per-operator memory hints every 30 s: not for this console
 
 
 def _mapped(files: list[str], columns: list[str], wanted: list[str], batch_size: int, callable_class: type,
@@ -198,7 +199,7 @@ REFERENCE_BATCH = 32
 
 def _reference_stage(
     store: RunStore, plan: CellPlan, place: Placement, featurizer: type[ReferenceFeaturizer], progress: GridProgress
-) -> dict[str, dict]:
+) -> dict[str, Diagnostics]:
     """Compute and store the cell's reference features unless the run already holds them; return the
     diagnostics of every method's ``M̂`` on them (method name → :class:`Diagnostics`)."""
     references = plan.references
@@ -212,32 +213,38 @@ def _reference_stage(
         except ValueError:
             stored = None  # another draw (or a damaged file): recompute
     if stored is None:
-        started, done = time.perf_counter(), 0
-        progress.echo(f"[{plan.name}] reference features: {len(references.ids)} images from {references.manifest}")
-        parts = []
-        batches = _mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), REFERENCE_BATCH,
-                          featurizer, plan, place).iter_batches(batch_size=None, batch_format="pyarrow",
-                                                                prefetch_batches=0)
-        last = started
-        for batch in batches:
-            parts.append(batch)
-            done += batch.num_rows
-            if time.perf_counter() - last >= progress.min_interval_s:
-                last = time.perf_counter()
-                rate = done / (last - started)
-                progress.echo(f"[{plan.name}] reference features: {done}/{len(references.ids)} images  "
-                              f"{rate:.1f} img/s")
-        table = pa.concat_tables(parts)
-        first = {image_id: row for row, image_id in enumerate(table.column("image_id").to_pylist())}  # retried rows
-        table = table.take(sorted(first.values()))
-        pool_of = {i: pool for pool in POOLS for i in references.pools[pool]}
-        table = table.append_column("pool", pa.array([pool_of[i] for i in table.column("image_id").to_pylist()]))
-        table = table.sort_by([("pool", "ascending"), ("image_id", "ascending")])
-        store.write_reference_features(plan.dataset, plan.architecture, table)
-        stored = table
-        progress.echo(f"[{plan.name}] reference features: {table.num_rows} images in "
-                      f"{time.perf_counter() - started:.1f} s (stored with the run)")
+        stored = _compute_reference_features(plan, place, featurizer, progress)
+        check_reference_features(stored, references, where)
+        store.write_reference_features(plan.dataset, plan.architecture, stored)
     return _diagnostics(plan, features_by_pool(stored))
+
+
+def _compute_reference_features(
+    plan: CellPlan, place: Placement, featurizer: type[ReferenceFeaturizer], progress: GridProgress
+) -> pa.Table:
+    """``h(x')`` of the cell's reference images on its actors: ``image_id``, ``pool``, ``features``."""
+    references = plan.references
+    total, done, started = len(references.ids), 0, time.perf_counter()
+    progress.echo(f"[{plan.name}] reference features: {total} images from {references.manifest}")
+    batches = _mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), REFERENCE_BATCH,
+                      featurizer, plan, place).iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+    step = max(REFERENCE_BATCH, total // 10)  # about ten progress lines
+    parts = []
+    for batch in batches:
+        parts.append(batch)
+        if (done + batch.num_rows) // step > done // step:
+            rate = (done + batch.num_rows) / (time.perf_counter() - started)
+            progress.echo(f"[{plan.name}] reference features: {done + batch.num_rows}/{total} images  {rate:.1f} img/s"
+                          f"  ETA {format_duration((total - done - batch.num_rows) / rate)}")
+        done += batch.num_rows
+    table = pa.concat_tables(parts)
+    one_per_image = {image_id: row for row, image_id in enumerate(table.column("image_id").to_pylist())}
+    table = table.take(sorted(one_per_image.values()))  # a retried batch delivers its rows twice
+    pool_of = {i: pool for pool, ids in references.pools.items() for i in ids}
+    table = table.append_column("pool", pa.array([pool_of[i] for i in table.column("image_id").to_pylist()]))
+    progress.echo(f"[{plan.name}] reference features: {table.num_rows} images in "
+                  f"{time.perf_counter() - started:.1f} s (stored with the run)")
+    return table.sort_by([("pool", "ascending"), ("image_id", "ascending")])
 
 
 def _diagnostics(plan: CellPlan, features: dict) -> dict[str, Diagnostics]:
@@ -434,7 +441,6 @@ def run_grid(
     run = f"{spec.name}-{spec.fingerprint()}"
     plans = plan_cells(spec, run, store.location)
     for line in regime_warnings(plans):
-        log.warning(line)
         echo(f"warning: {line}")
     _record(spec, store, run, plans)
     timings = {"plan": time.perf_counter() - started}

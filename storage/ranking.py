@@ -30,7 +30,8 @@ CELL = ["dataset", "architecture"]
 RANK_DEFICIENT = "†"  # after a method's name: rank(M̂) < K in some cell the table includes
 DIAGNOSTICS_SCHEMA = {"dataset": pl.String, "architecture": pl.String, "method": pl.String,
                       "perturbations": pl.Int64, "channels": pl.Int64, "references": pl.Int64, "pool": pl.Int64,
-                      "rank": pl.Int64, "condition_number": pl.Float64, "marchenko_pastur": pl.Float64,
+                      "rank": pl.Int64, "condition_number": pl.Float64,
+                      "covariance_condition_number": pl.Float64, "marchenko_pastur": pl.Float64,
                       "full_rank": pl.Boolean}
 _EXAMPLES = 3  # rank-deficient cells named in a note before "…"
 
@@ -89,8 +90,8 @@ def diagnostics_frame(cells: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     """One row per (dataset, architecture, method) of the run record's ``cells[*]["diagnostics"]``.
 
     Columns: the cell and method, then the recorded ``perturbations`` (M), ``channels`` (K),
-    ``references`` (R), ``pool``, ``rank``, ``condition_number`` (null when singular),
-    ``marchenko_pastur`` and ``full_rank``. Cells without diagnostics add no row.
+    ``references`` (R), ``pool``, ``rank``, ``condition_number`` and ``covariance_condition_number``
+    (null when singular), ``marchenko_pastur`` and ``full_rank``. Cells without diagnostics add no row.
     """
     keys = list(DIAGNOSTICS_SCHEMA)[3:]
     rows = [{"dataset": cell["dataset"], "architecture": cell["architecture"], "method": method,
@@ -105,11 +106,12 @@ def diagnostics_table(diagnostics: pl.DataFrame,
                       title: str = "Second-moment diagnostics of M̂ per combination (App. B.2)") -> PlainTable:
     """The :func:`diagnostics_frame` rows as a plain table: M, K, R, pool, rank, κ, MP κ, full rank."""
     frame = diagnostics.select(*CELL, "method", M="perturbations", K="channels", R="references", pool="pool",
-                               rank="rank", κ="condition_number", **{"MP κ": "marchenko_pastur",
-                                                                     "full rank": "full_rank"})
+                               rank="rank", κ="condition_number",
+                               **{"κ Cov": "covariance_condition_number", "MP κ": "marchenko_pastur",
+                                  "full rank": "full_rank"})
     notes = ["M perturbations, K channels, R distinct reference images drawn from a pool of that size; "
-             "κ = λmax/λmin of M̂ (– when singular); "
-             "MP κ = the Marchenko–Pastur κ at ρ = M/K (eq. 94; – for ρ ≤ 1)"]
+             "κ = λmax/λmin of M̂ and κ Cov of the perturbations' covariance (– when singular); "
+             "MP κ = the Marchenko–Pastur κ at ρ = M/K (eq. 94; – for ρ ≤ 1), which App. B.2 compares with κ Cov"]
     return PlainTable(title, frame, notes)
 
 

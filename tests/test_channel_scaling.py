@@ -14,6 +14,7 @@ from attribution.channel_scaling import (
     RankDeficientWarning,
     SecondMoment,
     data_aware_perturbations,
+    gaussian_perturbations,
     marchenko_pastur_condition,
     reference_features,
 )
@@ -112,6 +113,11 @@ def test_each_perturbation_draws_its_own_reference():
 def test_marchenko_pastur_prediction():
     assert marchenko_pastur_condition(2048, 2048) is None
     assert marchenko_pastur_condition(4096, 2048) == pytest.approx(33.97, abs=0.01)
+    # white perturbations at ρ = 2: the covariance's measured κ is the law's (finite K widens it a little)
+    diagnostics = SecondMoment.of(gaussian_perturbations(300, 600, 0.0, 1.0, seed=0), ridge=1e-6).diagnostics
+    assert 25 < diagnostics.covariance_condition_number < 45 and diagnostics.marchenko_pastur == pytest.approx(33.97, abs=0.01)
+    # data-aware ones are far from white: the measured κ is what the report shows, not the law's
+    assert "κ(Cov I) = " in diagnostics.describe()
 
 
 def test_full_rank_weights_equal_dg_dz_on_gap_linear(wide_net):
