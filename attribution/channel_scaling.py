@@ -28,6 +28,9 @@ Routes of ``g`` (chosen from the traced graph, :attr:`attribution.split.LayerSpl
   ``Δ_m = I_mᵀ ∂g/∂z`` exactly, and no suffix pass is needed at all;
 * ``"pooled"``: a global average pool followed by any head (ConvNeXt's LayerNorm → Linear).
   Scaling commutes with the pool, so ``g(1 − I_m)`` runs the head on ``(M, K)`` pooled vectors;
+* ``"stem"``: channel-wise pools and ReLUs, then a linear layer (VGG, AlexNet, DenseNet). For
+  ``z ≥ 0`` — every data-aware ``z = a·h(x')`` of post-ReLU features — that layer is linear in ``z``
+  (:class:`attribution.split.LinearStem`): one pass of it per image, then ``K`` columns per ``z``;
 * ``"general"``: any other suffix (VGG's max-pool and MLP, ViT blocks, DenseNet's final ReLU)
   runs on the ``(M, K, U, V)`` scaled activations, ``chunk`` rows at a time.
 """
@@ -60,7 +63,8 @@ __all__ = [
     "reference_features",
 ]
 
-Route = Literal["affine", "pooled", "general"]
+Route = Literal["affine", "pooled", "stem", "general"]
+STEM_ROWS = 256  # scalings per call of the stem route's tail (its activations are (rows, hidden width))
 
 
 class RankDeficientWarning(UserWarning):
@@ -270,14 +274,22 @@ class ChannelScaling:
     ):
         self.split, self.feats, self.live, self.layout, self.targets = split, feats, live, layout, targets
         self.chunk = chunk
-        self.head = split.pooled_head if fast_path and isinstance(layout, SpatialLayout) else None
+        spatial = fast_path and isinstance(layout, SpatialLayout)
+        self.head = split.pooled_head if spatial else None
         self.pooled = None if self.head is None else self.head.pool(feats)
+        self.stem = split.linear_stem if spatial and self.head is None else None
 
     @property
     def route(self) -> Route:
-        if self.head is None:
-            return "general"
-        return "affine" if self.head.classifier is not None else "pooled"
+        """The route of ``g``; ``"stem"`` holds for ``z ≥ 0`` (other rows take the general route)."""
+        if self.head is not None:
+            return "affine" if self.head.classifier is not None else "pooled"
+        return "stem" if self.stem is not None else "general"
+
+    @cached_property
+    def _channel_matrices(self) -> Tensor:
+        with torch.no_grad():
+            return self.stem.channel_matrix(self.feats)
 
     @property
     def batch(self) -> int:
@@ -290,6 +302,12 @@ class ChannelScaling:
             index = torch.arange(self.batch, device=z.device).repeat_interleave(z.shape[0])
             rows = (self.pooled[:, None] * z[None]).flatten(0, 1)
             return self.head.target_scores(rows, self.targets[index]).reshape(self.batch, z.shape[0])
+        if self.stem is not None and bool((z >= 0).all()):
+            return torch.stack([
+                torch.cat([self.stem.target_scores(matrix, z[s : s + STEM_ROWS], target)
+                           for s in range(0, z.shape[0], STEM_ROWS)])
+                for matrix, target in zip(self._channel_matrices, self.targets.tolist())
+            ])
         step = max(1, self.chunk // self.batch)
         return torch.cat([self._scaled_scores(z[s : s + step]) for s in range(0, z.shape[0], step)], dim=1)
 

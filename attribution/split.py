@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from attribution.layout import FeatureLayout, infer_layout
 
-__all__ = ["LayerSplit", "PooledHead", "split_at", "resolve_layer_name", "LayerNotFoundError"]
+__all__ = ["LayerSplit", "LinearStem", "PooledHead", "split_at", "resolve_layer_name", "LayerNotFoundError"]
 
 
 class LayerNotFoundError(ValueError):
@@ -154,6 +154,11 @@ class LayerSplit:
         """The suffix as ``head(GAP(A))`` when its first and only use of ``A`` is a global average pool."""
         return _pooled_head(self.suffix)
 
+    @functools.cached_property
+    def linear_stem(self) -> LinearStem | None:
+        """The suffix as ``tail(W·flatten(P(A)) + b)`` when ``P`` is made of channel-wise pools and ReLUs."""
+        return _linear_stem(self.suffix)
+
 
 @dataclass(eq=False)
 class PooledHead:
@@ -275,6 +280,104 @@ def _without_classifier(suffix: fx.GraphModule, root: nn.Module) -> tuple[fx.Gra
         env[node] = graph.node_copy(node, lambda a: env[a])
     graph.output(env[last.args[0]])
     return fx.GraphModule(root, graph), classifier
+
+
+@dataclass(eq=False)
+class LinearStem:
+    """A suffix ``tail(W·flatten(P(A)) + b)`` whose steps ``P`` before its first linear layer are channel-wise
+    pools and ReLUs (VGG's max-pool → average pool → flatten → Linear; DenseNet's ReLU → pool → Linear).
+
+    Such steps commute with non-negative channel scaling (``max(z·a) = z·max(a)`` and
+    ``relu(z·a) = z·relu(a)`` for ``z ≥ 0``), so for ``z ≥ 0`` the first linear layer is linear in ``z``:
+    ``W·flatten(P(z ⊙ A)) = C(A)·z`` with ``C[:, k] = W[:, block k] · flatten(P(A))_k``. ``C`` costs one
+    pass of that layer per image; each scaling ``z`` then costs ``K`` columns instead of ``W``'s full width.
+    """
+
+    stem: fx.GraphModule  # A → P(A), (B, K, …): the steps before the flatten
+    linear: nn.Linear
+    tail: fx.GraphModule  # the first linear layer's output → logits
+    tail_embed: fx.GraphModule | None = None  # the tail without its final nn.Linear (one class = one dot product)
+    classifier: nn.Linear | None = None
+
+    def channel_matrix(self, feats: Tensor) -> Tensor:
+        """``C(A)``: ``(B, out, K)``."""
+        pooled = self.stem(feats).flatten(2)  # (B, K, S)
+        b, k, size = pooled.shape
+        weight = self.linear.weight.reshape(self.linear.out_features, k, size)
+        return torch.einsum("oks,bks->bok", weight, pooled)
+
+    def _hidden(self, channel_matrix: Tensor, z: Tensor) -> Tensor:
+        hidden = z @ channel_matrix.T
+        return hidden + self.linear.bias if self.linear.bias is not None else hidden
+
+    def logits(self, channel_matrix: Tensor, z: Tensor) -> Tensor:
+        """Logits of one image under each scaling ``z`` ``(P, K) ≥ 0``, from its ``C(A)`` ``(out, K)``."""
+        return self.tail(self._hidden(channel_matrix, z))
+
+    def target_scores(self, channel_matrix: Tensor, z: Tensor, target: int) -> Tensor:
+        """``y^target`` of one image under each scaling ``z`` ``(P, K) ≥ 0``, without the other classes."""
+        if self.classifier is None:
+            return self.logits(channel_matrix, z)[:, target]
+        bias = self.classifier.bias[target] if self.classifier.bias is not None else 0
+        return self.tail_embed(self._hidden(channel_matrix, z)) @ self.classifier.weight[target] + bias
+
+
+_CHANNELWISE_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.ReLU, nn.Dropout,
+                        nn.Identity)
+_CHANNELWISE_FUNCTIONS = (nn.functional.relu, torch.relu, nn.functional.max_pool2d, nn.functional.avg_pool2d,
+                          nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d, nn.functional.dropout)
+
+
+def _is_channelwise(node: fx.Node, root: nn.Module) -> bool:
+    """``node`` maps each channel on its own and commutes with non-negative scaling (pools, ReLU, eval dropout)."""
+    if node.op == "call_module":
+        return type(root.get_submodule(node.target)) in _CHANNELWISE_MODULES
+    return node.op == "call_function" and node.target in _CHANNELWISE_FUNCTIONS
+
+
+def _is_flatten_from_channels(node: fx.Node, root: nn.Module) -> bool:
+    if node.op == "call_module":
+        module = root.get_submodule(node.target)
+        return type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    flat = (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten")
+    return flat and start == 1 and len(node.args) <= 2 and "end_dim" not in node.kwargs
+
+
+def _linear_stem(suffix: fx.GraphModule) -> LinearStem | None:
+    nodes = list(suffix.graph.nodes)
+    activations = nodes[0]
+    if any(n.op == "placeholder" and n.users for n in nodes[1:]):
+        return None
+    chain, node = [], activations
+    while len(node.users) == 1:
+        node = next(iter(node.users))
+        if node.op == "call_module" and type(suffix.get_submodule(node.target)) is nn.Linear:
+            break
+        if not (_is_channelwise(node, suffix) or _is_flatten_from_channels(node, suffix)):
+            return None
+        chain.append(node)
+    else:
+        return None
+    flattens = [i for i, n in enumerate(chain) if _is_flatten_from_channels(n, suffix)]
+    if len(flattens) != 1 or any(not _is_channelwise(n, suffix) for n in chain[flattens[0] + 1 :]):
+        return None  # only dropout (the identity) may sit between the flatten and the linear layer
+    linear_node = node
+    stem_graph = fx.Graph()
+    env = {activations: stem_graph.placeholder("activations")}
+    for n in chain[: flattens[0]]:
+        env[n] = stem_graph.node_copy(n, lambda a: env[a])
+    stem_graph.output(env[chain[flattens[0] - 1]] if flattens[0] else env[activations])
+    tail_graph = fx.Graph()
+    tenv = {linear_node: tail_graph.placeholder("hidden")}
+    downstream = _closure(linear_node.users, lambda n: n.users)
+    for n in nodes:
+        if n in downstream or (n.op == "get_attr" and any(u in downstream for u in n.users)):
+            tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])
+    tail = fx.GraphModule(suffix, tail_graph)
+    return LinearStem(fx.GraphModule(suffix, stem_graph), suffix.get_submodule(linear_node.target), tail,
+                      *_without_classifier(tail, suffix))
 
 
 _SHAPE_ONLY_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, nn.functional.dropout, torch.dropout)

@@ -166,6 +166,9 @@ FAST_PATH_ARCHITECTURES = {
     "inception_v3": ("affine", 96),
     "efficientnet_lite0": ("affine", 64),
     "convnext_tiny": ("pooled", 64),
+    "vgg16": ("stem", 64),
+    "alexnet": ("stem", 128),
+    "densenet121": ("stem", 64),
 }
 
 
@@ -193,6 +196,9 @@ def test_fast_path_equals_general_path_on_registry_architectures(name):
     I = pset.perturbations
     deltas = {fast: g.differences(I) for fast, g in routes.items()}
     assert (deltas[True] - deltas[False]).norm() <= 1e-5 * deltas[False].norm()
+    signed = torch.randn(5, feats.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    scores = {fast: g.scores(1 + signed) for fast, g in routes.items()}  # z < 0 somewhere: no stem route
+    assert (scores[True] - scores[False]).norm() <= 1e-5 * scores[False].norm()
     general_weights = moment.solve(deltas[False] @ I / I.shape[0])
     gradient = routes[True].linear_gradient()
     fast_weights = gradient @ moment.projection.T if route == "affine" else moment.solve(deltas[True] @ I / I.shape[0])
@@ -282,8 +288,14 @@ def test_precomputed_features_equal_images(wide_net):
         create_method("expected_gradcam", reference=reference, reference_features=features)
 
 
-@pytest.mark.parametrize("name", ["vgg16", "densenet121"])
-def test_suffixes_that_do_not_start_with_a_pool_take_the_general_route(name):
-    # VGG: max-pool and an MLP after features.29; DenseNet: a ReLU before its pool after features.norm5
+@pytest.mark.parametrize("name", ["vgg16", "densenet121", "alexnet"])
+def test_pools_and_relus_before_a_linear_layer_are_a_stem_not_a_pooled_head(name):
+    # VGG/AlexNet: max-pool, average pool, flatten, MLP; DenseNet: a ReLU before its pool
     loaded = load_model(name, "none")
-    assert split_at(loaded.model, loaded.layer).pooled_head is None
+    split = split_at(loaded.model, loaded.layer)
+    assert split.pooled_head is None and split.linear_stem is not None
+
+
+def test_a_token_layout_and_a_spatial_nonlinearity_take_the_general_route(nonlinear_net):
+    split = split_at(nonlinear_net, LAYER)
+    assert split.pooled_head is None and split.linear_stem is None  # tanh(conv(A)) before the pool

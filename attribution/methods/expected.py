@@ -34,8 +34,9 @@ EfficientNet), ``g`` is affine in ``z`` with ``∂g/∂z = w^c ⊙ GAP(A)`` and 
 ``P = (M̂ + λ·Id)⁻¹M̂`` computed once: no pass after the target layer at all. At full rank ``P → Id``,
 so the weights are ``w^c ⊙ GAP(A)`` — what Ablation-CAM (times ``y^c``) and Integrated Grad-CAM also
 give on such heads; the methods differ on nonlinear heads. A pooled nonlinear head (ConvNeXt) runs
-on ``(M, K)`` pooled vectors; any other suffix (VGG, ViT) on the ``M`` scaled activations,
-``batch_size`` rows at a time.
+on ``(M, K)`` pooled vectors; pools and ReLUs before a linear layer (VGG, AlexNet, DenseNet) make
+that layer linear in ``z ≥ 0``, so each perturbation costs ``K`` of its columns; any other suffix (ViT
+blocks) runs on the ``M`` scaled activations, ``batch_size`` rows at a time.
 
 ``estimator="expected_gradients"`` is the paper's Monte Carlo route ``⟨I_m, φ^EG_m⟩``, with
 ``φ^EG_m`` the mean over ``N`` baselines ``z' = z0 − I_m + σ·ε`` (``ε ~ N(0, Id)``, σ = 0.1) of the
@@ -104,7 +105,8 @@ class Regression:
 class _FittedSet:
     moment: SecondMoment  # M̂ and its factor, on the device
     perturbations: Tensor  # (M, K) float64 on the device
-    reference: Tensor | None  # (R, K) h(x') of the pool on the device (to refuse explaining a reference)
+    reference: Tensor | None  # (R, K) h(x') of the pool on the device, float64 (to refuse explaining a reference)
+    reference_sq_norms: Tensor | None = None  # (R,) ‖h(x')‖²
 
 
 @register("expected_gradcam")
@@ -219,7 +221,7 @@ class ExpectedGradCAM(WeightedCAM):
         base = forward_pass(split, images, targets)
         fitted = self._fitted_set(split, base.maps.shape[1], images.device)
         if fitted.reference is not None:
-            _reject_reference_members(base.maps.mean(dim=(2, 3)), fitted.reference)
+            _reject_reference_members(base.maps.mean(dim=(2, 3)), fitted.reference, fitted.reference_sq_norms)
         g = ChannelScaling(
             split, base.feats, base.live, base.layout, base.targets, chunk=self.batch_size, fast_path=self.fast_path
         )
@@ -278,7 +280,8 @@ class ExpectedGradCAM(WeightedCAM):
             return cached
         if cached is not None:
             fitted = _FittedSet(cached.moment.to(device), cached.perturbations.to(device),
-                                None if cached.reference is None else cached.reference.to(device))
+                                *(None if t is None else t.to(device) for t in (cached.reference,
+                                                                                 cached.reference_sq_norms)))
             self._sets[split] = fitted
             return fitted
         features = self._reference_pool(split, device) if self.perturbation == "data" else None
@@ -287,8 +290,9 @@ class ExpectedGradCAM(WeightedCAM):
                 f"reference features have {features.shape[1]} channels but layer {split.layer!r} has {channels}"
             )
         pset = self._perturbations(channels, features)
-        fitted = _FittedSet(SecondMoment.of(pset, self.ridge).to(device), pset.perturbations.to(device),
-                            None if features is None else features.to(device))
+        reference = None if features is None else features.to(device, torch.float64)
+        fitted = _FittedSet(SecondMoment.of(pset, self.ridge).to(device), pset.perturbations.to(device), reference,
+                            None if reference is None else reference.pow(2).sum(dim=1))
         self._sets[split] = fitted
         return fitted
 
@@ -321,11 +325,15 @@ class ExpectedGradCAM(WeightedCAM):
         return pooled_features(split, self.reference, device).cpu()
 
 
-def _reject_reference_members(gap: Tensor, reference_gap: Tensor) -> None:
-    """Raise if an explained image is one of the reference images (identical pooled features)."""
-    distance = torch.cdist(gap.float(), reference_gap.float())
-    scale = gap.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    hits = (distance <= 1e-6 * scale).any(dim=1)
+def _reject_reference_members(gap: Tensor, reference: Tensor, reference_sq_norms: Tensor) -> None:
+    """Raise if an explained image is one of the reference images (identical pooled features).
+
+    ``‖g − r‖² = ‖g‖² + ‖r‖² − 2 g·r`` with the pool's ``‖r‖²`` computed once (float64: the test is 1e-6 relative).
+    """
+    gap = gap.double()
+    sq = gap.pow(2).sum(dim=1, keepdim=True)
+    distance_sq = (sq + reference_sq_norms[None] - 2 * gap @ reference.T).clamp(min=0)
+    hits = (distance_sq <= 1e-12 * sq.clamp(min=1e-24)).any(dim=1)
     if hits.any():
         raise ValueError(
             f"images {hits.nonzero().flatten().tolist()} of the batch are in Expected Grad-CAM's reference set; "
