@@ -26,8 +26,8 @@ Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` of a steady-state call;
 one steady-state call in a fresh process per (arch, method) (``VmHWM`` reset through ``/proc/self/clear_refs``,
 glibc's mmap threshold pinned low so freed tensors leave the RSS; tracemalloc does not see torch's memory).
 
-Goals (issue): Expected Grad-CAM ≤ 1.5× Grad-CAM on ResNet-50 and EfficientNet-B0 (fast path),
-≤ 3× on VGG-16 and ViT-B/16 (general path).
+Goals: Expected Grad-CAM ≤ 1.5× Grad-CAM on ResNet-50 and EfficientNet-B0 (the affine route),
+≤ 3× on VGG-16 (the stem route) and ViT-B/16 (the general route).
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ try:  # matmul/conv FLOPs, counted by torch's own per-op formulas (no module hoo
 except ImportError:  # pragma: no cover - older torch
     TorchDispatchMode, flop_registry = None, None
 
-TARGETS = {  # arch: (max EGC/Grad-CAM per image, the path the issue means)
-    "resnet50": (1.5, "fast path"),
-    "efficientnet_b0": (1.5, "fast path"),
-    "vgg16": (3.0, "general path"),
-    "vit_b_16": (3.0, "general path"),
+TARGETS = {  # arch: (max EGC/Grad-CAM per image, the route it is meant for)
+    "resnet50": (1.5, "affine route"),
+    "efficientnet_b0": (1.5, "affine route"),
+    "vgg16": (3.0, "stem route"),
+    "vit_b_16": (3.0, "general route"),
 }
 FEATURE_MODELS = {512: "resnet18", 1280: "efficientnet_b0", 2048: "resnet50"}
 MMAP_THRESHOLD = 65536  # glibc: allocations ≥ 64 KiB are mmapped and unmapped on free, so RSS follows live tensors
@@ -496,7 +496,7 @@ def main() -> None:
             print(f"  {arch:<16} {fast['route']:>8}: {slow['median_s'] / batch:.3f} → "
                   f"{fast['median_s'] / batch:.3f} s/img = {slow['median_s'] / fast['median_s']:.1f}× faster")
 
-    print("\ntargets (issue): Expected Grad-CAM per image / Grad-CAM per image, measured above")
+    print("\ngoals: Expected Grad-CAM per image / Grad-CAM per image, measured above")
     verdicts = []
     for arch, (_, measured) in results.items():
         ratio = measured[("egc", True)]["median_s"] / measured[("gradcam", True)]["median_s"]

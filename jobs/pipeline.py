@@ -226,9 +226,10 @@ def _compute_reference_features(
     references = plan.references
     total, done, started = len(references.ids), 0, time.perf_counter()
     progress.echo(f"[{plan.name}] reference features: {total} images from {references.manifest}")
-    batches = _mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), REFERENCE_BATCH,
+    batch_size = max(1, min(REFERENCE_BATCH, -(-total // place.actors_per_cell)))  # every actor gets work
+    batches = _mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), batch_size,
                       featurizer, plan, place).iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
-    step = max(REFERENCE_BATCH, total // 10)  # about ten progress lines
+    step = max(batch_size, total // 10)  # about ten progress lines
     parts = []
     for batch in batches:
         parts.append(batch)

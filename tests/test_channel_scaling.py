@@ -23,25 +23,13 @@ from attribution.methods.base import forward_pass
 from attribution.models import load_model
 from attribution.postprocess import relu, upsample
 from attribution.split import split_at
+from conftest import GapLinearNet
 from evaluation import create_metric
 
 LAYER = "features"
 
 
-class WideGapNet(nn.Module):
-    """conv (K channels, ReLU) → global average pool → linear: g is affine in z."""
-
-    def __init__(self, channels: int = 16, classes: int = 5):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-
-class NonlinearHeadNet(WideGapNet):
+class NonlinearHeadNet(GapLinearNet):
     """The same prefix with a spatial nonlinearity after the layer: only the general route applies."""
 
     def __init__(self, channels: int = 16, classes: int = 5):
@@ -58,9 +46,9 @@ def _images(n: int, seed: int, side: int = 16) -> torch.Tensor:
 
 
 @pytest.fixture
-def wide_net() -> WideGapNet:
+def wide_net() -> GapLinearNet:
     torch.manual_seed(4)
-    return WideGapNet().eval()
+    return GapLinearNet(channels=16).eval()  # conv → ReLU → global average pool → linear: g is affine in z
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import urllib.error
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
