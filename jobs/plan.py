@@ -191,38 +191,38 @@ def _reference_plan(spec: GridSpec, dataset: DatasetSpec, manifest: Manifest, si
     location = spec.reference_location(dataset)
     source = manifest if location is None else _open(spec, dataset, location, "references")
     rows = [r for r in source.table.select(["image_id", "label", "shard"]).to_pylist() if r["image_id"] not in explained]
-    if location is None:  # held out of the manifest: leave the samples (or at least one image) to explain
-        available = len(rows) - (spec.samples if spec.samples is not None else 1)
-    else:
-        available = len(rows)
-    where = f"{spec.source}: datasets.{dataset.name}"
-    note = None
-    if available < wanted:
-        explicit = [p for p, v in (("pool", spec.references.pool), ("held_out", spec.references.held_out))
-                    if v != "auto" and sizes["fit" if p == "pool" else "held_out"]]
-        if explicit or available < len([s for s in sizes.values() if s]):
-            if location is None:
-                raise SpecError(
-                    f"{where}: manifest {source.location} has {len(rows)} images, fewer than the {wanted} reference "
-                    f"images + {spec.samples or 1} samples asked for; give datasets.{dataset.name}.references a "
-                    "reference manifest (its train split) or ask for fewer (references.pool, references.held_out)"
-                )
-            raise SpecError(
-                f"{where}.references: {source.location} has {len(rows)} images, fewer than the {wanted} asked for "
-                "(references.pool + references.held_out)"
-            )
-        scale = available / wanted
-        sizes = {p: max(1, int(n * scale)) if n else 0 for p, n in sizes.items()}
-        note = (
-            f"{dataset.name}: its reference source {source.location} has {available} usable images, fewer than "
-            f"the {wanted} asked for; drawing {sizes['fit']} + {sizes['held_out']}"
-        )
+    sizes, note = _fit_to_source(spec, dataset, source.location, location is None, len(rows), sizes)
     chosen = _pick(spec, rows, sum(sizes.values()), 2)
     fit = {r["image_id"] for r in _pick(spec, chosen, sizes["fit"], 3)} if sizes["fit"] else set()
     pools = {"fit": tuple(sorted(fit)), "held_out": tuple(sorted(r["image_id"] for r in chosen if r["image_id"] not in fit))}
     shards = {r["shard"] for r in chosen}
     files = _shard_files(source)
     return ReferencePlan(source.location, {s: files[s] for s in sorted(shards)}, pools, note)
+
+
+def _fit_to_source(spec: GridSpec, dataset: DatasetSpec, source: str, held_in_manifest: bool, images: int,
+                   sizes: dict[str, int]) -> tuple[dict[str, int], str | None]:
+    """The pool sizes the source can give: ``auto`` pools shrink in proportion (with a note saying so);
+    explicit sizes the source cannot give are an error."""
+    available = images - (spec.samples or 1) if held_in_manifest else images  # leave the images to explain
+    wanted = sum(sizes.values())
+    if available >= wanted:
+        return sizes, None
+    explicit = (spec.references.pool != "auto" and sizes["fit"]) or (spec.references.held_out != "auto"
+                                                                       and sizes["held_out"])
+    if explicit or available < sum(1 for n in sizes.values() if n):
+        where = f"{spec.source}: datasets.{dataset.name}"
+        if held_in_manifest:
+            raise SpecError(
+                f"{where}: manifest {source} has {images} images, fewer than the {wanted} reference images + "
+                f"{spec.samples or 1} samples asked for; give datasets.{dataset.name}.references a reference "
+                "manifest (its train split) or ask for fewer (references.pool, references.held_out)"
+            )
+        raise SpecError(f"{where}.references: {source} has {images} images, fewer than the {wanted} asked for "
+                        "(references.pool + references.held_out)")
+    shrunk = {p: max(1, int(n * available / wanted)) if n else 0 for p, n in sizes.items()}
+    return shrunk, (f"{dataset.name}: its reference source {source} has {available} usable images, fewer than "
+                    f"the {wanted} asked for; drawing {shrunk['fit']} + {shrunk['held_out']}")
 
 
 def _select(spec: GridSpec, manifest: Manifest, excluded: set[str]) -> dict[int, tuple[str, ...]]:
