@@ -400,8 +400,8 @@ def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) ->
                 "architecture": p.architecture,
                 "images": p.total,
                 "shards": sorted(p.images),
-                "references": None if p.references is None else {
-                    "manifest": p.references.manifest, **{pool: list(ids) for pool, ids in p.references.pools.items()}
+                "references": None if p.references is None else {  # the ids: references/…/features.parquet
+                    "manifest": p.references.manifest, **{pool: len(ids) for pool, ids in p.references.pools.items()}
                 },
                 "manifest": p.manifest,
                 "model": p.model,

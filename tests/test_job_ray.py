@@ -136,8 +136,7 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     record = json.loads((out / "run.json").read_text())
     assert record["metric_directions"]["deletion"] == "lower" and set(record["metric_directions"]) == set(METRICS)
     cell = record["cells"][0]
-    assert cell["images"] == 6 and len(cell["references"]["fit"]) == len(cell["references"]["held_out"]) == 2
-    assert not set(cell["references"]["fit"]) & set(cell["references"]["held_out"])
+    assert cell["images"] == 6 and cell["references"]["fit"] == cell["references"]["held_out"] == 2
     # the M̂ diagnostics: 2 references span 3 directions of K = 1280, said before the run and recorded
     diagnostics = cell["diagnostics"]["expected_gradcam"]
     assert (diagnostics["rank"], diagnostics["channels"], diagnostics["references"]) == (3, 1280, 2)
@@ -147,6 +146,8 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
                for line in lines)
     stored = RunStore(str(out)).reference_features("demo", "lite0")
     assert stored.num_rows == 4 and sorted(stored.column("pool").to_pylist()) == ["fit", "fit", "held_out", "held_out"]
+    assert set(stored.column("image_id").to_pylist()) == set(plan.references.ids)  # disjoint pools, none explained
+    assert not set(plan.references.ids) & images
     marker = RunStore(str(out)).cell_done("demo", "lite0")
     assert marker["images"] == 6 and marker["attempts"] == 1
     assert any("[demo/lite0] 6/6 images" in line and "done" in line for line in lines)
