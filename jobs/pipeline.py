@@ -161,6 +161,7 @@ def _configure_data(spec: GridSpec) -> None:
     context.print_on_execution_start = False
     context.enable_operator_progress_bars = False
     context.issue_detectors_config.detectors = []  # per-operator memory hints every 30 s: not for this console
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # an INFO line per finished dataset
 
 
 def _mapped(files: list[str], columns: list[str], wanted: list[str], batch_size: int, callable_class: type,
