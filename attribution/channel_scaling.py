@@ -28,9 +28,11 @@ Routes of ``g`` (chosen from the traced graph, :attr:`attribution.split.LayerSpl
   ``Δ_m = I_mᵀ ∂g/∂z`` exactly, and no suffix pass is needed at all;
 * ``"pooled"``: a global average pool followed by any head (ConvNeXt's LayerNorm → Linear).
   Scaling commutes with the pool, so ``g(1 − I_m)`` runs the head on ``(M, K)`` pooled vectors;
-* ``"stem"``: channel-wise pools and ReLUs, then a linear layer (VGG, AlexNet, DenseNet). For
-  ``z ≥ 0`` — every data-aware ``z = a·h(x')`` of post-ReLU features — that layer is linear in ``z``
-  (:class:`attribution.split.LinearStem`): one pass of it per image, then ``K`` columns per ``z``;
+* ``"stem"``: channel-wise pools and ReLUs, then a linear layer (VGG, AlexNet; DenseNet). For
+  ``z ≥ 0`` — every data-aware ``z = a·h(x')`` of a post-ReLU layer such as VGG's and AlexNet's —
+  that layer is linear in ``z`` (:class:`attribution.split.LinearStem`): one pass of it per image, then
+  ``K`` columns per ``z``. Rows with a negative scale (DenseNet's ``norm5`` is a BatchNorm output, so
+  its ``h`` has negative channels; Gaussian perturbations) take the general route;
 * ``"general"``: any other suffix (VGG's max-pool and MLP, ViT blocks, DenseNet's final ReLU)
   runs on the ``(M, K, U, V)`` scaled activations, ``chunk`` rows at a time.
 """
@@ -65,6 +67,7 @@ __all__ = [
 
 Route = Literal["affine", "pooled", "stem", "general"]
 STEM_ROWS = 256  # scalings per call of the stem route's tail (its activations are (rows, hidden width))
+POOLED_ROWS = 4096  # pooled (image, scaling) rows per call of a pooled head
 
 
 class RankDeficientWarning(UserWarning):
@@ -171,6 +174,7 @@ class Diagnostics:
     condition_number: float  # λ_max / λ_min of M̂ (inf when singular)
     covariance_condition_number: float  # of Cov(I), the quantity Fig. 6(d) compares with eq. 94 (inf when singular)
     marchenko_pastur: float | None  # eq. 94 at ρ = M/K (None for ρ ≤ 1)
+    above_ridge: int  # eigenvalues of M̂ above λ: the directions the data decides (the ridge decides the rest)
 
     @property
     def full_rank(self) -> bool:
@@ -185,20 +189,23 @@ class Diagnostics:
 
     def describe(self) -> str:
         refs = "" if self.references is None else f", R = {self.references} distinct references"
-        def kappa(value: float) -> str:
-            return "inf" if math.isinf(value) else f"{value:.3g}"
-
         mp = "" if self.marchenko_pastur is None else f", Marchenko–Pastur {self.marchenko_pastur:.3g} at ρ = M/K"
         return (f"M = {self.perturbations}, K = {self.channels}{refs}: rank(M̂) = {self.rank}/{self.channels}, "
-                f"κ(M̂) = {kappa(self.condition_number)}, κ(Cov I) = {kappa(self.covariance_condition_number)}{mp}")
+                f"κ(M̂) = {_kappa(self.condition_number)}, κ(Cov I) = {_kappa(self.covariance_condition_number)}, "
+                f"{self.above_ridge}/{self.channels} eigenvalues above λ{mp}")
 
 
-def _rank_and_condition(matrix: Tensor) -> tuple[int, float]:
-    """Numerical rank (eigenvalues above ``λ_max·K·eps``) and ``λ_max/λ_min`` (inf below full rank) of a PSD matrix."""
+def _kappa(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.3g}"
+
+
+def _rank_and_condition(matrix: Tensor, ridge: float) -> tuple[int, float, int]:
+    """Of a PSD matrix: numerical rank (eigenvalues above ``λ_max·K·eps``), ``λ_max/λ_min`` (inf below full
+    rank) and the eigenvalues above the Tikhonov ``ridge``."""
     eigenvalues = torch.linalg.eigvalsh(matrix)
     k, top, bottom = matrix.shape[0], float(eigenvalues[-1]), float(eigenvalues[0])
     rank = int((eigenvalues > top * k * torch.finfo(matrix.dtype).eps).sum()) if top > 0 else 0
-    return rank, top / bottom if rank == k and bottom > 0 else math.inf
+    return rank, top / bottom if rank == k and bottom > 0 else math.inf, int((eigenvalues > ridge).sum())
 
 
 @dataclass(eq=False)
@@ -221,11 +228,11 @@ class SecondMoment:
         I = pset.perturbations
         m, k = I.shape
         matrix = I.T @ I / m
-        rank, condition = _rank_and_condition(matrix)
+        rank, condition, above_ridge = _rank_and_condition(matrix, ridge)
         centred = I - I.mean(dim=0)
-        _, covariance_condition = _rank_and_condition(centred.T @ centred / max(m - 1, 1))
+        _, covariance_condition, _ = _rank_and_condition(centred.T @ centred / max(m - 1, 1), ridge)
         diagnostics = Diagnostics(m, k, pset.distinct_references, pset.pool, rank, condition, covariance_condition,
-                                  marchenko_pastur_condition(m, k))
+                                  marchenko_pastur_condition(m, k), above_ridge)
         factor, info = torch.linalg.cholesky_ex(matrix + ridge * torch.eye(k, dtype=torch.float64))
         if info.any():
             raise ValueError(f"M̂ + λI is not positive definite ({diagnostics.describe()}, λ = {ridge}); raise ridge")
@@ -281,7 +288,7 @@ class ChannelScaling:
 
     @property
     def route(self) -> Route:
-        """The route of ``g``; ``"stem"`` holds for ``z ≥ 0`` (other rows take the general route)."""
+        """The route of ``g``; ``"stem"`` holds for the rows with ``z ≥ 0`` (the others take the general route)."""
         if self.head is not None:
             return "affine" if self.head.classifier is not None else "pooled"
         return "stem" if self.stem is not None else "general"
@@ -299,17 +306,29 @@ class ChannelScaling:
         """``g(z_p)`` for every image and every row of ``z`` ``(P, K)`` → ``(B, P)``."""
         z = z.to(self.feats.device, self.feats.dtype)
         if self.head is not None:
-            index = torch.arange(self.batch, device=z.device).repeat_interleave(z.shape[0])
-            rows = (self.pooled[:, None] * z[None]).flatten(0, 1)
-            return self.head.target_scores(rows, self.targets[index]).reshape(self.batch, z.shape[0])
-        if self.stem is not None and bool((z >= 0).all()):
-            return torch.stack([
-                torch.cat([self.stem.target_scores(matrix, z[s : s + STEM_ROWS], target)
-                           for s in range(0, z.shape[0], STEM_ROWS)])
+            step = max(1, POOLED_ROWS // self.batch)
+            return torch.cat([self._pooled_scores(z[s : s + step]) for s in range(0, z.shape[0], step)], dim=1)
+        out = torch.empty(self.batch, z.shape[0], device=z.device, dtype=self.feats.dtype)
+        stem_rows = (z >= 0).all(dim=1) if self.stem is not None else torch.zeros(len(z), dtype=torch.bool)
+        if stem_rows.any():  # rows with a negative scale take the general route
+            rows = z[stem_rows]
+            out[:, stem_rows] = torch.stack([
+                torch.cat([self.stem.target_scores(matrix, rows[s : s + STEM_ROWS], target)
+                           for s in range(0, rows.shape[0], STEM_ROWS)])
                 for matrix, target in zip(self._channel_matrices, self.targets.tolist())
             ])
-        step = max(1, self.chunk // self.batch)
-        return torch.cat([self._scaled_scores(z[s : s + step]) for s in range(0, z.shape[0], step)], dim=1)
+        if not stem_rows.all():
+            rows = z[~stem_rows]
+            step = max(1, self.chunk // self.batch)
+            out[:, ~stem_rows] = torch.cat(
+                [self._scaled_scores(rows[s : s + step]) for s in range(0, rows.shape[0], step)], dim=1
+            )
+        return out
+
+    def _pooled_scores(self, z: Tensor) -> Tensor:
+        index = torch.arange(self.batch, device=z.device).repeat_interleave(z.shape[0])
+        rows = (self.pooled[:, None] * z[None]).flatten(0, 1)
+        return self.head.target_scores(rows, self.targets[index]).reshape(self.batch, z.shape[0])
 
     def _scaled_scores(self, z: Tensor) -> Tensor:
         b, p = self.batch, z.shape[0]

@@ -15,6 +15,8 @@ from typing import ClassVar, Literal, TypeVar
 
 import torch
 
+from attribution.methods.base import ReferencePool
+
 __all__ = ["Metric", "cached", "mark_undefined", "normalise_by_max", "flat"]
 
 log = logging.getLogger("evaluation")
@@ -48,9 +50,6 @@ def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, r
         log.warning("%s undefined for samples %s: %s", metric, samples, reason)
         values = values.masked_fill(undefined, float("nan"))
     return values
-
-
-ReferencePool = Literal["fit", "held_out"]
 
 
 class Metric:

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +41,8 @@ __all__ = ["CellEvaluator", "ReferenceFeaturizer", "check_reference_features", "
            "pooled_metrics"]
 
 
-def _bound(factory: Callable[..., Any], name: str, params, features: dict[str, torch.Tensor], black) -> Any:
+def _bound(factory: Callable[..., Any], name: str, params: Mapping[str, Any], features: dict[str, torch.Tensor],
+           black: tuple[float, ...]) -> Any:
     """A method or metric with what the job supplies: the features of the reference pool it declares
     (``reference_pool``) and, where it takes a ``baseline``, the model's true black ``−mean/std``."""
     instance = factory(name, **params)
@@ -151,6 +152,9 @@ class CellEvaluator:
         """The cell's stored ``h(x')`` per pool, on this actor's device (computed by the job's first stage)."""
         if self.plan.references is None:
             return {}
+        if not self.plan.location:
+            raise ValueError(f"cell {self.plan.name}: the plan has no run directory to read reference features from "
+                             "(plan_cells(spec, run, location))")
         table = RunStore(self.plan.location).reference_features(self.plan.dataset, self.plan.architecture)
         if table is None:
             raise FileNotFoundError(f"cell {self.plan.name}: no stored reference features in {self.plan.location}")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
+import torch
 
 from attribution.channel_scaling import Diagnostics
 from jobs.assemble import ShardAssembler
@@ -211,8 +212,11 @@ def _reference_stage(
     if stored is not None:
         try:
             check_reference_features(stored, references, where)
-        except ValueError:
-            stored = None  # another draw (or a damaged file): recompute
+        except ValueError as err:
+            if store.done_shards(plan.dataset, plan.architecture):  # results fitted on the stored draw exist
+                raise ValueError(f"{err}, and {store.location} already holds results fitted on them; "
+                                 "give another --out (the reference manifest changed since the run began)") from err
+            stored = None  # a draw nothing was fitted on yet (or a damaged file): recompute
     if stored is None:
         stored = _compute_reference_features(plan, place, featurizer, progress)
         check_reference_features(stored, references, where)
@@ -249,7 +253,7 @@ def _compute_reference_features(
     return table.sort_by([("pool", "ascending"), ("image_id", "ascending")])
 
 
-def _diagnostics(plan: CellPlan, features: dict) -> dict[str, Diagnostics]:
+def _diagnostics(plan: CellPlan, features: dict[str, torch.Tensor]) -> dict[str, Diagnostics]:
     """Per method fitted on the ``fit`` pool: the diagnostics of its ``M̂`` (the actors build the same one)."""
     from attribution.methods import create_method
 

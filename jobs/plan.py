@@ -204,7 +204,8 @@ def _fit_to_source(spec: GridSpec, dataset: DatasetSpec, source: str, held_in_ma
                    sizes: dict[str, int]) -> tuple[dict[str, int], str | None]:
     """The pool sizes the source can give: ``auto`` pools shrink in proportion (with a note saying so);
     explicit sizes the source cannot give are an error."""
-    available = images - (spec.samples or 1) if held_in_manifest else images  # leave the images to explain
+    # held out of the manifest: leave the samples to explain (all images: half the manifest at least)
+    available = images - (spec.samples if spec.samples is not None else images // 2) if held_in_manifest else images
     wanted = sum(sizes.values())
     if available >= wanted:
         return sizes, None
@@ -215,7 +216,7 @@ def _fit_to_source(spec: GridSpec, dataset: DatasetSpec, source: str, held_in_ma
         if held_in_manifest:
             raise SpecError(
                 f"{where}: manifest {source} has {images} images, fewer than the {wanted} reference images + "
-                f"{spec.samples or 1} samples asked for; give datasets.{dataset.name}.references a reference "
+                f"{spec.samples or images // 2} samples asked for; give datasets.{dataset.name}.references a reference "
                 "manifest (its train split) or ask for fewer (references.pool, references.held_out)"
             )
         raise SpecError(f"{where}.references: {source} has {images} images, fewer than the {wanted} asked for "

@@ -32,6 +32,7 @@ DIAGNOSTICS_SCHEMA = {"dataset": pl.String, "architecture": pl.String, "method":
                       "perturbations": pl.Int64, "channels": pl.Int64, "references": pl.Int64, "pool": pl.Int64,
                       "rank": pl.Int64, "condition_number": pl.Float64,
                       "covariance_condition_number": pl.Float64, "marchenko_pastur": pl.Float64,
+                      "above_ridge": pl.Int64,
                       "full_rank": pl.Boolean}
 _EXAMPLES = 3  # rank-deficient cells named in a note before "…"
 
@@ -108,10 +109,11 @@ def diagnostics_table(diagnostics: pl.DataFrame,
     frame = diagnostics.select(*CELL, "method", M="perturbations", K="channels", R="references", pool="pool",
                                rank="rank", κ="condition_number",
                                **{"κ Cov": "covariance_condition_number", "MP κ": "marchenko_pastur",
-                                  "full rank": "full_rank"})
+                                  "above λ": "above_ridge", "full rank": "full_rank"})
     notes = ["M perturbations, K channels, R distinct reference images drawn from a pool of that size; "
              "κ = λmax/λmin of M̂ and κ Cov of the perturbations' covariance (– when singular); "
-             "MP κ = the Marchenko–Pastur κ at ρ = M/K (eq. 94; – for ρ ≤ 1), which App. B.2 compares with κ Cov"]
+             "MP κ = the Marchenko–Pastur κ at ρ = M/K (eq. 94; – for ρ ≤ 1), which App. B.2 compares with κ Cov; "
+             "above λ: eigenvalues of M̂ above the Tikhonov λ (the directions the data, not the ridge, decides)"]
     return PlainTable(title, frame, notes)
 
 

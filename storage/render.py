@@ -18,7 +18,7 @@ __all__ = ["RankTable", "PlainTable"]
 ARROWS = {"higher": ("↑", r"$\uparrow$"), "lower": ("↓", r"$\downarrow$")}
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                   "†": r"$^\dagger$", "κ": r"$\kappa$"}
+                   "†": r"$^\dagger$", "κ": r"$\kappa$", "λ": r"$\lambda$"}
 
 
 def _latex_escape(text: str) -> str:

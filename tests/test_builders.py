@@ -274,8 +274,8 @@ def test_folder_split_folders_share_one_label_space(tmp_path):
 
 @pytest.mark.parametrize("name, dataset, allowed", [
     ("imagenet", "ILSVRC2012", "val, train"), ("cifar10", "CIFAR-10", "test, train"), ("coco", "COCO 2017", "val, train"),
-    ("cub200", "CUB-200-2011", "train, test, all"), ("oxford_pets", "Oxford-IIIT Pet", "train (= trainval), trainval, test"),
-    ("flowers102", "Flowers-102", "train, val, trainval, test"), ("stanford_dogs", "Stanford Dogs", "train, test"),
+    ("cub200", "CUB-200-2011", "train, test, all"), ("oxford_pets", "Oxford-IIIT Pet", "train (= trainval), trainval, test, all"),
+    ("flowers102", "Flowers-102", "train, val, trainval, test, all"), ("stanford_dogs", "Stanford Dogs", "train, test"),
     ("fgvc_aircraft", "FGVC-Aircraft", "train, val, trainval, test"), ("folder", "ImageFolder", "all, test, train")])
 def test_an_unknown_split_names_the_dataset_and_its_splits(tmp_path, name, dataset, allowed):
     if name == "folder":
@@ -319,3 +319,15 @@ def test_demo_manifest_has_exact_masks_and_imagenet_labels(tmp_path):
         assert (image[mask].std(axis=1) > 0).mean() > 0.5  # the colour photo inside
     assert read_manifest(tmp_path / "demo").metadata["builder"] == "demo"
     assert set(layouts.TRAIN_IDS) | {"demo"} <= set(BUILDERS)
+
+
+@pytest.mark.parametrize("name", ["oxford_pets", "flowers102"])
+def test_every_split_at_once_is_a_reference_source(tmp_path, name):
+    # Pets and Flowers have fewer training images than 3K = 6144: their reference source is the whole
+    # dataset, from which the job never draws an explained image
+    root, evaluation_split, options = _layout(name, tmp_path / "data")
+    everything = build(name, root, tmp_path / "all", split="all", n=None, **options)
+    train = build(name, root, tmp_path / "train", split="train", n=None, **options)
+    evaluation = build(name, root, tmp_path / "eval", split=evaluation_split, n=None, **options)
+    assert set(by_id(everything)) >= set(by_id(train)) | set(by_id(evaluation))
+    assert read_manifest(tmp_path / "all").metadata["sample"]["require_masks"] is False

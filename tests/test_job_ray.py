@@ -176,7 +176,12 @@ def test_a_rerun_reuses_the_stored_reference_features(state, manifest, baseline,
     path = out / "references" / "dataset=demo" / "architecture=lite0" / "features.parquet"
     table = pq.read_table(path)
     pq.write_table(table.slice(1), path)
-    for kind in ("saliency", "scores", "cells"):
+    # with results fitted on the stored draw still there, a changed draw is an error, not a silent mix
+    shutil.rmtree(out / "cells")
+    sorted((out / "scores").rglob("*.parquet"))[0].unlink()
+    with pytest.raises(GridFailedError, match="already holds results fitted on them"):
+        run(grid_spec(manifest, resources={"retries": 0}), out, featurizer=RefusingFeaturizer)
+    for kind in ("saliency", "scores"):
         shutil.rmtree(out / kind)
     with pytest.raises(GridFailedError, match="RuntimeError: reference features recomputed"):
         run(grid_spec(manifest, resources={"retries": 0}), out, featurizer=RefusingFeaturizer)

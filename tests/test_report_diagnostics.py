@@ -18,9 +18,9 @@ CELLS = [("cub200", "resnet50"), ("pets", "vgg16")]
 SCORES = [("gradcam", "insertion", 0.4), ("expected_gradcam", "insertion", 0.6), ("gradcam", "deletion", 0.2),
           ("expected_gradcam", "deletion", 0.3)]
 FULL = {"perturbations": 4096, "channels": 2048, "references": 4096, "pool": 5994, "rank": 2048,
-        "condition_number": 1234.5678, "covariance_condition_number": 40.5, "marchenko_pastur": 33.97, "full_rank": True}
+        "condition_number": 1234.5678, "covariance_condition_number": 40.5, "marchenko_pastur": 33.97, "above_ridge": 2048, "full_rank": True}
 DEFICIENT = {"perturbations": 64, "channels": 512, "references": 50, "pool": None, "rank": 51,
-             "condition_number": None, "covariance_condition_number": None, "marchenko_pastur": None, "full_rank": False}
+             "condition_number": None, "covariance_condition_number": None, "marchenko_pastur": None, "above_ridge": 51, "full_rank": False}
 NOTE = ("† expected_gradcam: rank(M̂) < K in 1 of {n} {cells} (pets/vgg16 rank 51/512); "
         "its weights are not the infidelity optimum (App. B.2)")
 MARKED = ["table12a_means", "table12b_ranks", "ranks_dataset_pets", "ranks_architecture_vgg16"]
@@ -56,23 +56,23 @@ def test_diagnostics_table_lists_every_cell_with_its_values(tmp_path):
     assert sorted(p.name for p in written["diagnostics"]) == ["diagnostics.csv", "diagnostics.md", "diagnostics.tex"]
     csv = pl.read_csv(out / "diagnostics.csv")
     assert csv.columns == ["dataset", "architecture", "method", "M", "K", "R", "pool", "rank", "κ", "κ Cov", "MP κ",
-                           "full rank"]
+                           "above λ", "full rank"]
     assert csv.rows() == [("cub200", "resnet50", "expected_gradcam", 4096, 2048, 4096, 5994, 2048, 1234.5678, 40.5,
-                           33.97, "yes"),
-                          ("pets", "vgg16", "expected_gradcam", 64, 512, 50, None, 51, None, None, None, "no")]
+                           33.97, 2048, "yes"),
+                          ("pets", "vgg16", "expected_gradcam", 64, 512, 50, None, 51, None, None, None, 51, "no")]
     markdown = read(out, "diagnostics", "md")
-    assert "| dataset | architecture | method | M | K | R | pool | rank | κ | κ Cov | MP κ | full rank |" in markdown
-    assert "|:---|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|:---|" in markdown
-    assert "| cub200 | resnet50 | expected_gradcam | 4096 | 2048 | 4096 | 5994 | 2048 | 1235 | 40.5 | 33.97 | yes |" \
+    assert "| dataset | architecture | method | M | K | R | pool | rank | κ | κ Cov | MP κ | above λ | full rank |" in markdown
+    assert "|:---|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|" in markdown
+    assert "| cub200 | resnet50 | expected_gradcam | 4096 | 2048 | 4096 | 5994 | 2048 | 1235 | 40.5 | 33.97 | 2048 | yes |" \
         in markdown
-    assert "| pets | vgg16 | expected_gradcam | 64 | 512 | 50 | – | 51 | – | – | – | no |" in markdown
+    assert "| pets | vgg16 | expected_gradcam | 64 | 512 | 50 | – | 51 | – | – | – | 51 | no |" in markdown
     assert "**" not in markdown.split("\n", 1)[1] and "<u>" not in markdown  # nothing highlighted but the title
     latex = read(out, "diagnostics", "tex")
     assert (r"dataset & architecture & method & M & K & R & pool & rank & $\kappa$ & $\kappa$ Cov & MP $\kappa$ & "
-            r"full rank \\") in latex
-    assert r"pets & vgg16 & expected\_gradcam & 64 & 512 & 50 & – & 51 & – & – & – & no \\" in latex
+            r"above $\lambda$ & full rank \\") in latex
+    assert r"pets & vgg16 & expected\_gradcam & 64 & 512 & 50 & – & 51 & – & – & – & 51 & no \\" in latex
     assert r"\caption{Second-moment diagnostics of \^{M} per combination (App. B.2)}" in latex
-    assert r"\begin{tabular}{lllrrrrrrrrl}" in latex and r"\textbf" not in latex and r"\underline" not in latex
+    assert r"\begin{tabular}{lllrrrrrrrrrl}" in latex and r"\textbf" not in latex and r"\underline" not in latex
 
 
 def test_rank_deficient_cells_are_marked_in_the_tables_that_include_them(tmp_path):

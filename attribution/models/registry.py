@@ -99,7 +99,7 @@ def architecture(name: str, layer: str | None = None) -> Architecture:
     """The registry entry for ``name``, or an ad-hoc one for ``torchvision:``/``timm:`` names."""
     if name in ARCHITECTURES:
         entry = ARCHITECTURES[name]
-        return entry if layer is None else replace(entry, target_layer=layer, channels=None)
+        return entry if layer in (None, entry.target_layer) else replace(entry, target_layer=layer, channels=None)
     source, _, builder = name.partition(":")
     if source in ("torchvision", "timm") and builder:
         if layer is None:

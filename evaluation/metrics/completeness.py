@@ -84,6 +84,8 @@ class CAMInfidelity(_ChannelMetric):
             raise ValueError("give held-out reference images or their features (reference_features), not both")
         if reference is not None:
             check_images(reference)
+        if reference_features is not None and (reference_features.ndim != 2 or reference_features.shape[0] == 0):
+            raise ValueError(f"reference_features must be (R, K); got shape {tuple(reference_features.shape)}")
         if n_perturbations is not None and (isinstance(n_perturbations, bool) or not isinstance(n_perturbations, int)
                                             or n_perturbations < 1):
             raise ValueError(f"n_perturbations must be an integer ≥ 1; got {n_perturbations!r}")

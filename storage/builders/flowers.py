@@ -23,7 +23,8 @@ from storage.builders.common import Candidate, DatasetIndex, load_mat, open_mask
 from storage.manifest import ManifestError
 
 VERSION = "1"
-SPLITS = {"train": ("trnid",), "val": ("valid",), "trainval": ("trnid", "valid"), "test": ("tstid",)}
+SPLITS = {"train": ("trnid",), "val": ("valid",), "trainval": ("trnid", "valid"), "test": ("tstid",),
+          "all": ("trnid", "valid", "tstid")}  # all: a reference source larger than the training side
 
 
 def _not_blue_mask(path: Path) -> np.ndarray:

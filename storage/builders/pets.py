@@ -21,7 +21,7 @@ import numpy as np
 from storage.builders.common import Candidate, DatasetIndex, open_mask_image, read_table_file, unknown_split
 
 VERSION = "1"
-SPLITS = {"trainval": "trainval.txt", "test": "test.txt"}
+SPLITS = {"trainval": ("trainval",), "test": ("test",), "all": ("trainval", "test")}  # annotations/<name>.txt
 ALIASES = {"train": "trainval"}
 
 
@@ -38,8 +38,9 @@ def index_pets(root: Path, split: str = "test") -> DatasetIndex:
     every = read_table_file(annotations / "list.txt", "Oxford-IIIT Pet annotations/list.txt", 4)
     breed = {int(class_id): name.rsplit("_", 1)[0].replace("_", " ") for name, class_id, _, _ in every}
     names = [breed[i] for i in sorted(breed)]
-    rows = read_table_file(annotations / SPLITS[split], f"Oxford-IIIT Pet annotations/{SPLITS[split]}", 4)
-    candidates = [Candidate(name, int(class_id) - 1, split, str(root / "images" / f"{name}.jpg"),
+    candidates = [Candidate(name, int(class_id) - 1, part, str(root / "images" / f"{name}.jpg"),
                             mask=partial(_trimap_mask, annotations / "trimaps" / f"{name}.png"))
-                  for name, class_id, _, _ in rows]
+                  for part in SPLITS[split]
+                  for name, class_id, _, _ in read_table_file(annotations / f"{part}.txt",
+                                                              f"Oxford-IIIT Pet annotations/{part}.txt", 4)]
     return DatasetIndex("oxford_pets", names, candidates, str(root), split=split)
