@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -43,9 +44,11 @@ def load_images(paths: Sequence[str | Path]) -> list[tuple[str, Image.Image]]:
 def manifest_reference_features(
     loaded: LoadedModel, manifest: str | None, n: int, progress: Callable[[str], None] = print, batch_size: int = 32
 ) -> Tensor:
-    """``h(x')`` of ``n`` images of a reference manifest (default: the bundled offline pool of crops)."""
+    """``h(x')`` of ``n`` images drawn from a reference manifest (default: the bundled offline pool of crops)."""
     source = demo_references_manifest() if manifest is None else read_manifest(manifest)
-    rows = source.table.select(["image_id", "image", "image_uri"]).slice(0, n).to_pylist()
+    table = source.table.select(["image_id", "image", "image_uri"])
+    pick = np.sort(np.random.default_rng(0).permutation(table.num_rows)[:n])  # a seeded draw over the whole pool
+    rows = table.take(pick).to_pylist()
     device = next(loaded.model.parameters()).device
     progress(f"  reference features of {len(rows)} images from {source.location}")
     features = []
