@@ -53,6 +53,8 @@ from attribution.split import LayerSplit, split_at
 
 __all__ = [
     "ChannelScaling",
+    "check_reference_pool",
+    "pool_features",
     "Diagnostics",
     "PerturbationSet",
     "RankDeficientWarning",
@@ -101,6 +103,27 @@ def pooled_features(split: LayerSplit, images: Tensor, device: torch.device, bat
             feats, _ = split.features(chunk)
             features.append(split.layout_for(feats).to_maps(feats).mean(dim=(2, 3)).float())
     return torch.cat(features)
+
+
+def check_reference_pool(reference: Tensor | None, reference_features: Tensor | None) -> None:
+    """A reference pool is given as normalised images ``(R, C, H, W)`` or as their ``h(x')`` ``(R, K)``, not both."""
+    from attribution.methods.base import check_images
+
+    if reference is not None and reference_features is not None:
+        raise ValueError("give reference images or their features (reference_features), not both")
+    if reference is not None:
+        check_images(reference)
+    if reference_features is not None and (reference_features.ndim != 2 or reference_features.shape[0] == 0):
+        raise ValueError(f"reference_features must be (R, K); got shape {tuple(reference_features.shape)}")
+
+
+def pool_features(
+    split: LayerSplit, reference: Tensor | None, reference_features: Tensor | None, device: torch.device
+) -> Tensor | None:
+    """``h(x')`` of a reference pool on the CPU: the given features, or those of the images through ``split``."""
+    if reference_features is not None:
+        return reference_features.detach().float().cpu()
+    return None if reference is None else pooled_features(split, reference, device).cpu()
 
 
 # -- perturbation sets ----------------------------------------------------------------------------------

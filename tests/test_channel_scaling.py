@@ -284,6 +284,6 @@ def test_pools_and_relus_before_a_linear_layer_are_a_stem_not_a_pooled_head(name
     assert split.pooled_head is None and split.linear_stem is not None
 
 
-def test_a_token_layout_and_a_spatial_nonlinearity_take_the_general_route(nonlinear_net):
+def test_a_spatial_nonlinearity_after_the_layer_takes_the_general_route(nonlinear_net):
     split = split_at(nonlinear_net, LAYER)
     assert split.pooled_head is None and split.linear_stem is None  # tanh(conv(A)) before the pool

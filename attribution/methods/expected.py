@@ -64,10 +64,19 @@ from attribution.channel_scaling import (
     data_aware_perturbations,
     dirac_perturbation,
     gaussian_perturbations,
-    pooled_features,
+    check_reference_pool,
+    pool_features,
 )
 from attribution.layout import FeatureLayout
-from attribution.methods.base import LayerPass, ReferencePool, Targets, WeightedCAM, check_images, forward_pass, sample_generators
+from attribution.methods.base import (
+    LayerPass,
+    ReferencePool,
+    Targets,
+    WeightedCAM,
+    check_images,
+    forward_pass,
+    sample_generators,
+)
 from attribution.methods.registry import register
 from attribution.split import LayerSplit, split_at
 
@@ -154,12 +163,7 @@ class ExpectedGradCAM(WeightedCAM):
             raise ValueError(f"unknown perturbation distribution {perturbation!r}; use 'data', 'gaussian' or 'dirac'")
         if estimator not in ("closed_form", "expected_gradients"):
             raise ValueError(f"unknown estimator {estimator!r}; use 'closed_form' or 'expected_gradients'")
-        if reference is not None and reference_features is not None:
-            raise ValueError("give reference images or their features (reference_features), not both")
-        if reference is not None:
-            check_images(reference)
-        if reference_features is not None and (reference_features.ndim != 2 or reference_features.shape[0] == 0):
-            raise ValueError(f"reference_features must be (R, K); got shape {tuple(reference_features.shape)}")
+        check_reference_pool(reference, reference_features)
         for name, value, low in (("n_perturbations", n_perturbations, 1), ("eg_baselines", eg_baselines, 1),
                                  ("eg_steps", eg_steps, 1), ("batch_size", batch_size, 1)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
@@ -315,15 +319,14 @@ class ExpectedGradCAM(WeightedCAM):
         return SecondMoment.of(self._perturbations(channels, features), self.ridge, warn=warn)
 
     def _reference_pool(self, split: LayerSplit, device: torch.device) -> Tensor:
-        if self.reference_features is not None:
-            return self.reference_features.detach().float()
-        if self.reference is None:
+        features = pool_features(split, self.reference, self.reference_features, device)
+        if features is None:
             raise ValueError(
                 "Expected Grad-CAM with data-aware perturbations needs a reference distribution: "
                 "ExpectedGradCAM(reference=images) or (reference_features=h) from the dataset's train split, "
                 "at least K images for a full-rank M̂"
             )
-        return pooled_features(split, self.reference, device).cpu()
+        return features
 
 
 def _reject_reference_members(gap: Tensor, reference: Tensor, reference_sq_norms: Tensor) -> None:

@@ -14,9 +14,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attribution.channel_scaling import ChannelScaling, data_aware_perturbations, pooled_features
+from attribution.channel_scaling import ChannelScaling, check_reference_pool, data_aware_perturbations, pool_features
 from attribution.methods import WeightedCAM, cam_infidelity
-from attribution.methods.base import LayerPass, check_images, forward_pass
+from attribution.methods.base import LayerPass, forward_pass
 from attribution.split import LayerSplit, split_at
 from evaluation.base import Metric, ReferencePool, mark_undefined
 from evaluation.perturbation import check_model_inputs
@@ -80,12 +80,7 @@ class CAMInfidelity(_ChannelMetric):
         n_perturbations: int | None = None,
         seed: int = 1,
     ):
-        if reference is not None and reference_features is not None:
-            raise ValueError("give held-out reference images or their features (reference_features), not both")
-        if reference is not None:
-            check_images(reference)
-        if reference_features is not None and (reference_features.ndim != 2 or reference_features.shape[0] == 0):
-            raise ValueError(f"reference_features must be (R, K); got shape {tuple(reference_features.shape)}")
+        check_reference_pool(reference, reference_features)
         if n_perturbations is not None and (isinstance(n_perturbations, bool) or not isinstance(n_perturbations, int)
                                             or n_perturbations < 1):
             raise ValueError(f"n_perturbations must be an integer ≥ 1; got {n_perturbations!r}")
@@ -94,15 +89,14 @@ class CAMInfidelity(_ChannelMetric):
         self._features: weakref.WeakKeyDictionary[LayerSplit, Tensor] = weakref.WeakKeyDictionary()
 
     def _pool(self, split: LayerSplit, device) -> Tensor:
-        if self.reference_features is not None:
-            return self.reference_features
-        if self.reference is None:
-            raise ValueError(
-                "cam_infidelity needs held-out reference images (reference=…) or their features "
-                "(reference_features=…), disjoint from the ones Expected Grad-CAM was fitted on"
-            )
         if split not in self._features:
-            self._features[split] = pooled_features(split, self.reference, device).cpu()
+            features = pool_features(split, self.reference, self.reference_features, device)
+            if features is None:
+                raise ValueError(
+                    "cam_infidelity needs held-out reference images (reference=…) or their features "
+                    "(reference_features=…), disjoint from the ones Expected Grad-CAM was fitted on"
+                )
+            self._features[split] = features
         return self._features[split]
 
     def score(self, weights, model, layer, images, targets) -> Tensor:
