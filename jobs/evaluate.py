@@ -114,7 +114,6 @@ class ReferenceFeaturizer:
     """
 
     def __init__(self, plan: CellPlan, torch_threads: int | None = None):
-        self.plan = plan
         self.device, self.loaded, self.preprocessing = _load_cell_model(plan, torch_threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
