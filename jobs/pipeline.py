@@ -49,7 +49,6 @@ from storage.results import RunStore, run_record
 
 __all__ = ["RunSummary", "GridFailedError", "run_grid", "start_ray", "Placement", "placement"]
 
-log = logging.getLogger("camgrid.job")
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
@@ -344,7 +343,6 @@ def _run_cell(
                 progress.update(cell, force=bool(wrote))
         except Exception as err:  # noqa: BLE001 - any pipeline failure: resume from the written shards
             cell.error = _root_cause(err)
-            log.warning("cell %s attempt %d failed: %s", plan.name, attempt + 1, cell.error)
             progress.echo(
                 f"[{plan.name}] attempt {attempt + 1} failed: {cell.error}"
                 + ("; resuming" if attempt < retries else "")
