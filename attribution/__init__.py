@@ -9,4 +9,4 @@ from attribution.methods import CAMMethod, create_method, method_names
 from attribution.models import load_model
 from attribution.split import split_at
 
-__all__ = ["CAMMethod", "create_method", "method_names", "load_model", "split_at"]
+__all__ = ["CAMMethod", "create_method", "load_model", "method_names", "split_at"]

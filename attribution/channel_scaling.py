@@ -53,16 +53,16 @@ from attribution.split import LayerSplit, split_at
 
 __all__ = [
     "ChannelScaling",
-    "check_reference_pool",
-    "pool_features",
     "Diagnostics",
     "PerturbationSet",
     "RankDeficientWarning",
     "SecondMoment",
+    "check_reference_pool",
     "data_aware_perturbations",
     "dirac_perturbation",
     "gaussian_perturbations",
     "marchenko_pastur_condition",
+    "pool_features",
     "pooled_features",
     "reference_features",
 ]
@@ -301,7 +301,7 @@ class ChannelScaling:
         targets: Tensor,
         chunk: int = 64,
         fast_path: bool = True,
-    ):
+    ) -> None:
         self.split, self.feats, self.live, self.layout, self.targets = split, feats, live, layout, targets
         self.chunk = chunk
         spatial = fast_path and isinstance(layout, SpatialLayout)

@@ -19,16 +19,14 @@ __all__ = ["FeatureLayout", "SpatialLayout", "TokenLayout", "infer_layout"]
 class FeatureLayout:
     """Interface: view activations as maps, and scale their channels."""
 
-    def to_maps(self, feats: Tensor) -> Tensor:  # (B, K, U, V)
+    def to_maps(self, feats: Tensor) -> Tensor:
+        """The activations as ``(B, K, U, V)`` maps."""
         raise NotImplementedError
 
     def scale_channels(self, feats: Tensor, z: Tensor) -> Tensor:
         """``feats`` with channel ``k`` multiplied by ``z[..., k]``; leading axes of ``feats`` and ``z``
         broadcast (``(B, 1, …)`` activations × ``(1, P, K)`` scales → ``(B, P, …)``)."""
         raise NotImplementedError
-
-    def channels(self, feats: Tensor) -> int:
-        return self.to_maps(feats).shape[1]
 
 
 @dataclass(frozen=True)

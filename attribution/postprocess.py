@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["relu", "upsample", "minmax_normalize", "check_finite"]
+from attribution.numerics import safe_divide
+
+__all__ = ["check_finite", "minmax_normalize", "relu", "scored_map", "upsample"]
 
 
 def check_finite(maps: Tensor) -> Tensor:
@@ -34,6 +36,11 @@ def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Ten
     return out[:, 0] if squeeze else out
 
 
+def scored_map(raw: Tensor, size: tuple[int, int]) -> Tensor:
+    """The map that metrics score and overlays show: ``upsample(relu(raw), size)``, ``(B, U, V)`` → ``(B, H, W)``."""
+    return upsample(relu(raw), size)
+
+
 def minmax_normalize(maps: Tensor, eps: float = 0.0) -> Tensor:
     """Scale each map (over its last two axes) to [0, 1]: ``(S − min S) / (max S − min S)``.
 
@@ -42,4 +49,4 @@ def minmax_normalize(maps: Tensor, eps: float = 0.0) -> Tensor:
     lo = maps.amin(dim=(-2, -1), keepdim=True)
     hi = maps.amax(dim=(-2, -1), keepdim=True)
     span = hi - lo + eps
-    return torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(maps))
+    return safe_divide(maps - lo, span)

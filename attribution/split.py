@@ -20,16 +20,25 @@ from __future__ import annotations
 import difflib
 import functools
 import weakref
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 import torch
-import torch.fx as fx
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from attribution.layout import FeatureLayout, infer_layout
 
-__all__ = ["LayerSplit", "LinearStem", "PooledHead", "split_at", "resolve_layer_name", "LayerNotFoundError"]
+__all__ = [
+    "LayerNotFoundError",
+    "LayerSplit",
+    "LinearStem",
+    "PooledHead",
+    "check_eval_mode",
+    "is_cached",
+    "release_split",
+    "resolve_layer_name",
+    "split_at",
+]
 
 
 class LayerNotFoundError(ValueError):
@@ -70,7 +79,7 @@ def _notrace_lists() -> tuple[tuple[type, ...], tuple]:
 class _CutTracer(fx.Tracer):
     """A tracer that keeps the target layer as a single node."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str) -> None:
         leaf_types, functions = _notrace_lists()
         super().__init__(autowrap_functions=functions)
         self.target = target
@@ -92,12 +101,12 @@ def _disable_inplace(model: nn.Module, graph: fx.Graph) -> None:
     for node in graph.nodes:
         if node.op in ("call_function", "call_method") and node.kwargs.get("inplace") is True:
             node.kwargs = {**node.kwargs, "inplace": False}
-        if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
-            if hasattr(torch.Tensor, node.target[:-1]):
-                node.target = node.target[:-1]
+        if (node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_")
+                and hasattr(torch.Tensor, node.target[:-1])):
+            node.target = node.target[:-1]
 
 
-def _closure(start: Iterable[fx.Node], step) -> set[fx.Node]:
+def _closure(start: Iterable[fx.Node], step: Callable[[fx.Node], Iterable[fx.Node]]) -> set[fx.Node]:
     seen: set[fx.Node] = set()
     stack = list(start)
     while stack:
@@ -204,7 +213,7 @@ def _gather_live(live: tuple, index: Tensor | None) -> tuple:
     return tuple(v[index] if isinstance(v, Tensor) and v.ndim else v for v in live)
 
 
-def _describe(value) -> str:
+def _describe(value: object) -> str:
     return f"tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
 
@@ -212,7 +221,7 @@ def _build_split(model: nn.Module, layer: str, layout: FeatureLayout | None) -> 
     tracer = _CutTracer(layer)
     try:
         graph = tracer.trace(model)
-    except Exception as err:  # noqa: BLE001 - tracing errors come in every type
+    except Exception as err:  # tracing errors come in every type
         raise TypeError(
             f"cannot split {type(model).__name__} at {layer!r}: torch.fx could not trace the model ({err})"
         ) from err
@@ -302,7 +311,7 @@ class LinearStem:
     def channel_matrix(self, feats: Tensor) -> Tensor:
         """``C(A)``: ``(B, out, K)``."""
         pooled = self.stem(feats).flatten(2)  # (B, K, S)
-        b, k, size = pooled.shape
+        _, k, size = pooled.shape
         weight = self.linear.weight.reshape(self.linear.out_features, k, size)
         return torch.einsum("oks,bks->bok", weight, pooled)
 
@@ -447,15 +456,53 @@ def _single_node_graph(node: fx.Node) -> fx.Graph:
     return graph
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, LayerSplit]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, FeatureLayout | None], LayerSplit]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cache_key(model: nn.Module, layer: str, layout: FeatureLayout | None) -> tuple[str, FeatureLayout | None]:
+    try:
+        hash(layout)
+    except TypeError:
+        raise TypeError(f"layout must be hashable (a frozen dataclass); got {layout!r}") from None
+    return resolve_layer_name(model, layer), layout
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Raise if ``model`` is in training mode (dropout and batch statistics would change every map)."""
+    if model.training:
+        raise ValueError(f"{type(model).__name__} is in training mode; call model.eval() before explaining it")
 
 
 def split_at(model: nn.Module, layer: str, layout: FeatureLayout | None = None) -> LayerSplit:
-    """The (cached) split of ``model`` at ``layer``. The model must be in eval mode."""
-    if model.training:
-        raise ValueError(f"{type(model).__name__} is in training mode; call model.eval() before explaining it")
-    name = resolve_layer_name(model, layer)
+    """The split of ``model`` at ``layer`` viewed through ``layout`` (``None``: inferred from the activations).
+
+    Cached per (model, layer, layout); views of one layer under different layouts share the traced
+    prefix and suffix. The model must be in eval mode.
+    """
+    check_eval_mode(model)
+    key = _cache_key(model, layer, layout)
     per_model = _CACHE.setdefault(model, {})
-    if name not in per_model:
-        per_model[name] = _build_split(model, name, layout)
-    return per_model[name]
+    if key not in per_model:
+        traced = next((s for (name, _), s in per_model.items() if name == key[0]), None)
+        per_model[key] = _build_split(model, key[0], layout) if traced is None else replace(traced, layout=layout)
+    return per_model[key]
+
+
+def is_cached(model: nn.Module, layer: str, layout: FeatureLayout | None = None) -> bool:
+    """Whether :func:`split_at` holds a split of ``model`` at ``layer`` under ``layout``."""
+    return _cache_key(model, layer, layout) in _CACHE.get(model, {})
+
+
+def release_split(model: nn.Module, layer: str, layout: FeatureLayout | None = None,
+                  split: LayerSplit | None = None) -> None:
+    """Drop the cached split of ``model`` at ``layer`` under ``layout`` (only if it is ``split``, when given)."""
+    per_model = _CACHE.get(model)
+    if per_model is None:
+        return
+    key = _cache_key(model, layer, layout)
+    if key in per_model and (split is None or per_model[key] is split):
+        del per_model[key]
+    if not per_model:
+        del _CACHE[model]

@@ -1,4 +1,4 @@
-"""The Ray job's throughput on this machine and its scaling on a simulated cluster.
+"""The Ray job's throughput on one machine and its scaling on a simulated cluster.
 
 ``throughput``: runs a grid (default: the ``demo`` preset) through the Ray job and reports images ×
 methods per second and where the time went — attribution and metrics (measured inside the actors),
@@ -7,7 +7,7 @@ scheduling). Peer, measured in the same run: the same cells evaluated in this pr
 evaluator without Ray, so ``job / in-process`` is the price of the pipeline.
 
 ``scaling``: a ``ray.cluster_utils.Cluster`` with 1, 2, 4 … worker nodes of one logical GPU each runs
-a grid of as many cells as the largest cluster has GPUs. This machine has no GPUs and 2 cores, so
+a grid of as many cells as the largest cluster has GPUs. On a machine without GPUs
 the evaluator stands for GPU work by sleeping ``--gpu-seconds`` per image (it holds no CPU, as a
 kernel on a GPU would not); the efficiency ``T1 / (N × TN)`` then measures how well the job keeps N
 GPUs busy (placement, concurrency of cells, streaming, writes), not the model's arithmetic.
@@ -29,14 +29,13 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from jobs.evaluate import CellEvaluator  # noqa: E402
+from jobs.evaluate import CellEvaluator, evaluate_in_process  # noqa: E402
 from jobs.pipeline import run_grid  # noqa: E402
-from jobs.plan import IMAGE_COLUMNS, plan_cells  # noqa: E402
+from jobs.plan import plan_cells  # noqa: E402
 from jobs.spec import load_spec, parse_spec  # noqa: E402
 from storage.results import RunStore  # noqa: E402
 
@@ -49,16 +48,12 @@ class SimulatedGpuEvaluator(CellEvaluator):
         return super().__call__(batch)
 
 
-def in_process_seconds(spec, run: str) -> float:
-    """The peer: every cell through one in-process evaluator, in the spec's batch size, no Ray."""
+def in_process_seconds(spec, run: str, location: str) -> float:
+    """The peer: every cell through one in-process evaluator, in the spec's batch size, no Ray (reading the
+    reference features the job stored in ``location``)."""
     start = time.perf_counter()
-    for plan in plan_cells(spec, run):
-        wanted = sorted(i for ids in plan.images.values() for i in ids)
-        rows = pa.concat_tables(pq.read_table(plan.files[s], columns=IMAGE_COLUMNS) for s in sorted(plan.images))
-        rows = rows.filter(pa.compute.is_in(rows.column("image_id"), value_set=pa.array(wanted)))
-        evaluator = CellEvaluator(plan)
-        for offset in range(0, rows.num_rows, plan.batch_size):
-            evaluator(rows.slice(offset, plan.batch_size))
+    for plan in plan_cells(spec, run, location):
+        evaluate_in_process(plan)
     return time.perf_counter() - start
 
 
@@ -80,7 +75,7 @@ def throughput(args: argparse.Namespace) -> None:
         wall = summary.seconds
         images = saliency.select("dataset", "architecture", "image_id").unique().height
         maps = saliency.height
-        peer = in_process_seconds(spec, summary.run)
+        peer = in_process_seconds(spec, summary.run, str(out))
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
     other = wall - attribution - metrics - writing

@@ -4,7 +4,7 @@ against our Grad-CAM; report peak memory. Ratios are measured side by side in on
     python benchmarks/bench_methods.py                     # ResNet-50, 224×224, batch 4
     python benchmarks/bench_methods.py --model resnet18 --batch 2 --repeats 3
 
-Goals (issue 2): ours ≤ 1.0× pytorch-grad-cam for the gradient CAMs, ≤ 0.5× for Score-CAM;
+Goals: ours ≤ 1.0× pytorch-grad-cam for the gradient CAMs, ≤ 0.5× for Score-CAM;
 Expected Grad-CAM ≤ 3× Grad-CAM per image on ResNet-50 (the paper reports 19×).
 """
 

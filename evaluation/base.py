@@ -1,7 +1,13 @@
-"""The metric interface and the NaN policy.
+"""The metric interface: a typed batch of inputs, declared needs and the NaN policy.
 
-A metric maps saliency maps ``(B, H, W)`` at input resolution (plus, as it needs, the images,
-ground-truth masks, the model and targets) to one float64 per sample, on the maps' device.
+A metric scores a :class:`Batch` — saliency maps ``(B, H, W)`` at input resolution and whatever
+else it declares in ``needs`` (:class:`attribution.needs.Need`: the model, masks, a re-explainer,
+channel weights, the model's black, a reference pool, a whole shard) — and gives one float64 per
+sample, on the maps' device. ``metric(maps, images=…, model=…, targets=…)`` builds the batch in one
+line; an input the batch does not know is a ``TypeError``, a missing one a ``ValueError`` naming it.
+A batch's ``memo`` belongs to its maps: metrics scoring the same batch share their curves and
+re-explanations through it, and a batch of other maps starts with an empty one.
+
 Undefined values are NaN, and every NaN is logged with its reason and sample indices — never a
 silent 0. Maps are preprocessed as Quantus does by default, per metric: ``abs`` then division by
 ``max|a|`` **per sample** (Quantus's batch-wide default axes are one of its traps).
@@ -10,40 +16,37 @@ silent 0. Maps are preprocessed as Quantus does by default, per metric: ``abs`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import ClassVar, Literal, TypeVar
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
+from torch import Tensor, nn
 
-from attribution.methods.base import ReferencePool
+from attribution.layout import FeatureLayout
+from attribution.needs import Need, reference_pool_of
+from attribution.numerics import safe_divide
 
-__all__ = ["Metric", "cached", "mark_undefined", "normalise_by_max", "flat"]
+__all__ = ["Batch", "Explainer", "Metric", "flat", "mark_undefined", "normalise_by_max", "safe_divide"]
 
 log = logging.getLogger("evaluation")
 T = TypeVar("T")
+Explainer = Callable[[Tensor, Tensor], Tensor]  # (images, targets) → scored maps (B, H, W), the same method re-run
 
 
-def flat(tensor: torch.Tensor) -> torch.Tensor:
+def flat(tensor: Tensor) -> Tensor:
     """(B, …) → (B, N) float64."""
     return tensor.reshape(len(tensor), -1).to(torch.float64)
 
 
-def normalise_by_max(maps: torch.Tensor) -> torch.Tensor:
+def normalise_by_max(maps: Tensor) -> Tensor:
     """``a / max|a|`` per sample; an all-zero map stays zero (Quantus's ``normalise_by_max``)."""
     peak = flat(maps).abs().amax(dim=1)
-    return maps / torch.where(peak > 0, peak, torch.ones_like(peak)).reshape(-1, *[1] * (maps.dim() - 1))
+    return safe_divide(maps, peak.reshape(-1, *[1] * (maps.dim() - 1)))
 
 
-def cached(cache: dict | None, key: tuple, compute: Callable[[], T]) -> T:
-    """``cache[key]``, computed once by ``compute()``; with no cache, computed every time."""
-    if cache is None:
-        return compute()
-    if key not in cache:
-        cache[key] = compute()
-    return cache[key]
-
-
-def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, reason: str) -> torch.Tensor:
+def mark_undefined(values: Tensor, undefined: Tensor, metric: str, reason: str) -> Tensor:
     """Set ``values[undefined]`` to NaN and log which samples (rows) and why."""
     if bool(undefined.any()):
         samples = undefined.reshape(len(undefined), -1).any(dim=1).nonzero().flatten().tolist()
@@ -52,31 +55,151 @@ def mark_undefined(values: torch.Tensor, undefined: torch.Tensor, metric: str, r
     return values
 
 
-class Metric:
-    """A saliency metric: ``metric(maps, **inputs) → (B,)`` float64 with NaN where undefined.
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """The maps a metric scores and the inputs they came from, checked against each other once.
 
-    ``maps`` are ``(B, H, W)`` at the images' resolution. Keyword inputs, each needed only by the
-    metrics that declare it: ``images`` (B, C, H, W) as the model takes them, ``model``, ``targets``
-    (B,), ``masks`` (B, H, W), ``explainer`` (images → maps, the same method re-run; robustness),
-    ``seeds`` (B,) per-sample seeds (random draws do not depend on the batch), ``method`` and ``layer`` (the
-    channel-level metrics read a CAM's channel weights), and ``cache``: a dict
-    shared by the metrics scoring the *same* maps of the same batch, so that Insertion, Deletion and
-    Pixel Flipping share one deletion curve and Max-/Avg-Sensitivity one set of re-explanations.
-    Pooled metrics (``pooled = True``) compare the samples of a call with each other.
+    ``maps`` (B, H, W); ``images`` (B, C, H, W) as the model takes them; ``targets`` (B,) explained
+    classes; ``masks`` (B, H, W) ground truth; ``seeds`` (B,) per-sample seeds (a sample's random
+    draws do not depend on the batch); ``black`` the model's black image (``−mean/std`` per channel);
+    ``layer``/``layout`` the method's target layer and ``weights`` (B, K) its channel weights
+    (``None`` for a method without them); ``explainer`` the same method re-run; ``predicted`` (B,) the
+    model's classes where the caller has them. ``memo`` holds what metrics of these maps share.
+    """
+
+    maps: Tensor
+    images: Tensor | None = None
+    targets: Tensor | None = None
+    model: nn.Module | None = None
+    masks: Tensor | None = None
+    seeds: Tensor | None = None
+    black: tuple[float, ...] | None = None
+    layer: str | None = None
+    layout: FeatureLayout | None = None
+    weights: Tensor | None = None
+    explainer: Explainer | None = None
+    predicted: Tensor | None = None
+    memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        maps = self.maps
+        if not isinstance(maps, Tensor) or maps.dim() != 3:
+            raise ValueError(f"maps must be a (B, H, W) tensor, got {_shape(maps)}")
+        b, h, w = maps.shape
+        if self.images is not None and (self.images.dim() != 4 or self.images.shape[0] != b
+                                        or tuple(self.images.shape[2:]) != (h, w)):
+            raise ValueError(f"images {_shape(self.images)} do not match maps {_shape(maps)} "
+                             "(expected (B, C, H, W) with the maps' B, H, W)")
+        if self.masks is not None and tuple(self.masks.shape) != (b, h, w):
+            raise ValueError(f"masks {_shape(self.masks)} do not match maps {_shape(maps)}")
+        if self.weights is not None and (self.weights.dim() != 2 or self.weights.shape[0] != b):
+            raise ValueError(f"channel weights {_shape(self.weights)} are not (B, K) for {b} maps")
+        device = self.images.device if self.images is not None else maps.device
+        for name in ("targets", "predicted", "seeds"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = torch.as_tensor(value, device=device if name != "seeds" else None)
+            if value.is_floating_point():
+                raise TypeError(f"{name} must be integers, got dtype {value.dtype}")
+            value = value.long().reshape(-1)
+            if len(value) != b:
+                raise ValueError(f"{len(value)} {name} for {b} maps")
+            object.__setattr__(self, name, value)
+        if self.black is not None:
+            object.__setattr__(self, "black", tuple(float(v) for v in self.black))
+
+    def subset(self, index: Sequence[int]) -> Batch:
+        """The samples ``index`` of this batch (with a memo of their own)."""
+        rows = torch.as_tensor(list(index), dtype=torch.long)
+        picked = {f.name: _take(getattr(self, f.name), rows) for f in fields(self) if f.init}
+        return replace(self, **{k: v for k, v in picked.items() if k in _PER_SAMPLE})
+
+    def require(self, metric: str, *names: str) -> tuple:
+        """The inputs ``names``, or a ``ValueError`` naming every one that is missing."""
+        missing = [_DESCRIBED.get(name, name) for name in names if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{metric} needs {', '.join(missing)}")
+        return tuple(getattr(self, name) for name in names)
+
+    def memoised(self, key: tuple, compute: Callable[[], T]) -> T:
+        """``compute()`` once per ``key`` for these maps."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+
+_DESCRIBED = {"masks": "ground-truth masks", "layer": "the method's target layer (layer=…)",
+              "explainer": "an explainer (images, targets → maps) to re-explain perturbed inputs",
+              "black": "the model's black image (black = −mean/std per channel)"}
+_PER_SAMPLE = ("maps", "images", "targets", "masks", "seeds", "weights", "predicted")
+
+
+def _take(value: Any, rows: Tensor) -> Any:
+    return value[rows.to(value.device)] if isinstance(value, Tensor) else value
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
+Direction = Literal["higher", "lower"]
+_NEED_FIELDS = {Need.MODEL: ("images", "model", "targets"), Need.MASKS: ("masks",), Need.EXPLAINER: ("explainer",),
+                Need.CHANNEL_WEIGHTS: ("layer",), Need.BLACK: ("black",)}  # the Batch fields that supply each need
+
+
+class Metric(ABC):
+    """A saliency metric: ``metric(batch)`` or ``metric(maps, **inputs)`` → ``(B,)`` float64, NaN where undefined.
+
+    Subclasses set ``name``, ``direction``, ``category`` and ``needs`` (a class attribute, or a
+    property where the needs depend on parameters) and implement :meth:`score`.
     """
 
     name: ClassVar[str]
-    direction: ClassVar[Literal["higher", "lower"]]
+    direction: ClassVar[Direction]
     category: ClassVar[str]
-    needs: ClassVar[frozenset[str]] = frozenset()  # of {"model", "masks", "explainer", "method"}
+    needs: frozenset[Need] = frozenset()
     take_abs: ClassVar[bool] = False  # Quantus's default ``abs`` for this metric
     normalise: ClassVar[bool] = True  # Quantus's default ``normalise`` (by max|a|, per sample)
-    pooled: ClassVar[bool] = False  # scores depend on the other samples of the call
-    reference_pool: ClassVar[ReferencePool | None] = None  # "held_out": the job gives it held-out reference features
 
-    def prepare(self, maps: torch.Tensor) -> torch.Tensor:
-        if maps.dim() != 3:
-            raise ValueError(f"{self.name}: maps must be (B, H, W), got shape {tuple(maps.shape)}")
+    @property
+    def reference_pool(self) -> str | None:
+        """The reference pool this metric scores on (``"held_out"``), as its needs declare."""
+        return reference_pool_of(self.needs)
+
+    def __call__(
+        self,
+        maps: Tensor | Batch,
+        *,
+        images: Tensor | None = None,
+        targets: Tensor | Sequence[int] | None = None,
+        model: nn.Module | None = None,
+        masks: Tensor | None = None,
+        seeds: Tensor | Sequence[int] | None = None,
+        black: Sequence[float] | None = None,
+        layer: str | None = None,
+        layout: FeatureLayout | None = None,
+        weights: Tensor | None = None,
+        explainer: Explainer | None = None,
+        predicted: Tensor | Sequence[int] | None = None,
+    ) -> Tensor:
+        if isinstance(maps, Batch):
+            given = [k for k, v in locals().items() if k not in ("self", "maps") and v is not None]
+            if given:
+                raise TypeError(f"{self.name}: pass inputs in the Batch or as keywords, not both ({', '.join(given)})")
+            batch = maps
+        else:
+            batch = Batch(maps, images, targets, model, masks, seeds, black, layer, layout, weights, explainer, predicted)
+        batch.require(self.name, *(name for need, names in _NEED_FIELDS.items() if need in self.needs
+                                   for name in names))
+        return self.score(batch)
+
+    @abstractmethod
+    def score(self, batch: Batch) -> Tensor:
+        """One float64 per map of ``batch``."""
+
+    def prepare(self, maps: Tensor) -> Tensor:
+        """The maps as this metric reads them: float64, finite, max-normalised and ``abs`` as Quantus's defaults."""
         if not torch.isfinite(maps).all():
             raise ValueError(
                 f"{self.name}: maps of samples "
@@ -86,9 +209,7 @@ class Metric:
         maps = normalise_by_max(maps) if self.normalise else maps
         return maps.abs() if self.take_abs else maps
 
-    def check_masks(self, maps: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-        if masks is None:
-            raise ValueError(f"{self.name} needs ground-truth masks")
-        if masks.shape != maps.shape:
-            raise ValueError(f"{self.name}: masks {tuple(masks.shape)} do not match maps {tuple(maps.shape)}")
-        return masks.to(device=maps.device, dtype=torch.bool)
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+

@@ -16,19 +16,27 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from evaluation.base import Batch
+
 __all__ = [
     "rows_per_pass",
     "Baseline",
     "baseline_image",
+    "check_baseline",
     "pixel_steps",
     "class_scores",
     "target_scores",
     "perturbed_scores",
     "trapezoid",
-    "check_model_inputs",
+    "model_inputs",
 ]
 
-Baseline = Literal["min", "mean"] | float | Sequence[float]
+Baseline = Literal["black", "min", "mean"] | float | Sequence[float]
+
+
+def model_inputs(metric: str, batch: Batch) -> tuple[Tensor, nn.Module, Tensor]:
+    """The images, model and targets a model-based metric needs (``Need.MODEL``), from ``batch``."""
+    return batch.require(metric, "images", "model", "targets")
 
 
 def rows_per_pass(batch_size: int | None, device: torch.device) -> int:
@@ -41,50 +49,42 @@ def rows_per_pass(batch_size: int | None, device: torch.device) -> int:
     return 16 if device.type == "cpu" else 128
 
 
-def check_model_inputs(
-    metric: str,
-    images: Tensor | None,
-    model: nn.Module | None,
-    targets: Tensor | None,
-    maps: Tensor,
-    *,
-    need_targets: bool = True,
-) -> tuple[Tensor, nn.Module, Tensor | None]:
-    """The images, model and targets a model-based metric needs, checked against the maps."""
-    given = {"model": model, "images": images, "targets": targets if need_targets else 0}
-    missing = [name for name, value in given.items() if value is None]
-    if missing:
-        raise ValueError(f"{metric} needs {', '.join(missing)}")
-    if images.dim() != 4 or images.shape[0] != maps.shape[0] or images.shape[2:] != maps.shape[1:]:
-        raise ValueError(
-            f"{metric}: images {tuple(images.shape)} do not match maps {tuple(maps.shape)} "
-            "(expected (B, C, H, W) with the maps' B, H, W)"
-        )
-    if targets is None:
-        return images, model, None
-    targets = torch.as_tensor(targets, device=images.device).long().reshape(-1)
-    if targets.shape[0] != images.shape[0]:
-        raise ValueError(f"{metric}: {targets.shape[0]} targets for {images.shape[0]} images")
-    return images, model, targets
-
-
-def baseline_image(images: Tensor, baseline: Baseline) -> Tensor:
+def baseline_image(images: Tensor, baseline: Baseline, black: Sequence[float] | None = None) -> Tensor:
     """The value a perturbed pixel takes, broadcastable to ``images`` ``(B, C, H, W)``.
 
-    ``"min"`` is Quantus's ``"black"`` (the darkest value of each image over all channels), ``"mean"``
-    its ``"mean"`` (each image's mean over all channels); a number or a per-channel sequence is a
-    fixed value in the model's input space, e.g. ``-mean/std`` for a true black after normalisation.
+    ``"black"`` is the model's black image, ``black = −mean/std`` per channel (the image that is 0 in
+    pixel space); ``"min"`` is Quantus's ``"black"`` (the darkest value of each image over all
+    channels), ``"mean"`` its ``"mean"`` (each image's mean over all channels); a number or a
+    per-channel sequence is a fixed value in the model's input space.
     """
-    if baseline == "min":
+    if baseline == "black":
+        if black is None:
+            raise ValueError("baseline 'black' is the model's black image: give black = −mean/std per channel "
+                             "(Preprocessing.black), or choose baseline 'min', 'mean' or a value")
+        baseline = black
+    elif baseline == "min":
         return images.amin(dim=(1, 2, 3), keepdim=True)
-    if baseline == "mean":
+    elif baseline == "mean":
         return images.mean(dim=(1, 2, 3), keepdim=True)
     if isinstance(baseline, str):
-        raise ValueError(f"unknown baseline {baseline!r}; use 'min', 'mean', a number or one number per channel")
+        raise ValueError(f"unknown baseline {baseline!r}; use 'black', 'min', 'mean', a number or one number per channel")
     value = torch.as_tensor(baseline, dtype=images.dtype, device=images.device).reshape(-1)
     if value.numel() not in (1, images.shape[1]):
         raise ValueError(f"baseline has {value.numel()} values for {images.shape[1]} channels")
     return value.reshape(1, -1, 1, 1)
+
+
+def check_baseline(metric: str, baseline: Baseline) -> Baseline:
+    """``baseline`` if it names a known baseline or is a number or sequence of numbers, else a ``ValueError``."""
+    if isinstance(baseline, str):
+        if baseline not in ("black", "min", "mean"):
+            raise ValueError(f"{metric}: unknown baseline {baseline!r}; use 'black', 'min', 'mean', a number or one "
+                             "number per channel")
+        return baseline
+    values = [baseline] if isinstance(baseline, (int, float)) else list(baseline)
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"{metric}: baseline must be 'black', 'min', 'mean', a number or numbers, got {baseline!r}")
+    return baseline if isinstance(baseline, (int, float)) else tuple(float(v) for v in values)
 
 
 def pixel_steps(maps: Tensor, pixels_per_step: int) -> Tensor:

@@ -1,61 +1,56 @@
 """The metric registry: name → class, with direction, category and needs.
 
+A metric class declares ``name``, ``direction`` and ``category`` and is added with ``@register``
+(the one registry convention of :class:`attribution.registry.Registry`, shared with the methods).
 ``create_metric("sparseness")`` builds a metric; ``metric_directions()`` gives what the rank
 tables need (metric → ``higher``/``lower``). Names follow the paper's Tables 4 and 12.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal, TypeVar
 
+from attribution.registry import Registry, UnknownNameError
 from evaluation.base import Metric
 
-__all__ = ["register", "create_metric", "metric_names", "metric_class", "metric_directions", "UnknownMetricError",
-           "CATEGORIES"]
+__all__ = ["CATEGORIES", "METRICS", "UnknownMetricError", "create_metric", "metric_class", "metric_directions",
+           "metric_names", "register"]
 
 CATEGORIES = ("faithfulness", "robustness", "complexity", "localization", "classification")
-_REGISTRY: dict[str, type[Metric]] = {}
 M = TypeVar("M", bound=type[Metric])
 
 
-class UnknownMetricError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+class UnknownMetricError(UnknownNameError):
+    """No metric is registered under this name."""
 
 
-def register(cls: M) -> M:
-    """Class decorator: add a :class:`Metric` subclass under its ``name``."""
+def _check(cls: type[Metric]) -> None:
     if cls.category not in CATEGORIES:
         raise ValueError(f"metric {cls.name!r}: category {cls.category!r} is not one of {CATEGORIES}")
     if cls.direction not in ("higher", "lower"):
         raise ValueError(f"metric {cls.name!r}: direction must be 'higher' or 'lower'")
-    if cls.name in _REGISTRY:
-        raise ValueError(f"metric {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+
+
+METRICS: Registry[Metric] = Registry("metric", error=UnknownMetricError, validate=_check)
+
+
+def register(cls: M) -> M:
+    """Class decorator: add a :class:`Metric` subclass under its class attribute ``name``."""
+    return METRICS.register(cls)
 
 
 def metric_class(name: str) -> type[Metric]:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        raise UnknownMetricError(f"unknown metric {name!r}; known: {', '.join(sorted(_REGISTRY))}"
-                                 + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return _REGISTRY[name]
+    return METRICS.get(name)
 
 
 def create_metric(name: str, **params: Any) -> Metric:
     """An instance of metric ``name``; a parameter it does not take is an error naming it."""
-    cls = metric_class(name)
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise TypeError(f"metric {name!r}: {err}") from err
+    return METRICS.create(name, **params)
 
 
 def metric_names(category: str | None = None) -> list[str]:
-    return sorted(n for n, c in _REGISTRY.items() if category is None or c.category == category)
+    return sorted(n for n in METRICS.names() if category is None or METRICS.get(n).category == category)
 
 
 def metric_directions() -> dict[str, Literal["higher", "lower"]]:
-    return {name: cls.direction for name, cls in sorted(_REGISTRY.items())}
+    return {name: METRICS.get(name).direction for name in metric_names()}

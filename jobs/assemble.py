@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from attribution.postprocess import relu, upsample
-from evaluation import create_metric
+from attribution.postprocess import scored_map
+from evaluation import Batch, create_metric
 from jobs.evaluate import pooled_metrics
 from jobs.plan import CellPlan
 from storage.results import SCORES_SCHEMA, RunStore, saliency_table
@@ -80,12 +80,13 @@ class ShardAssembler:
             targets = [r["target"] for r in group]
             saliency.append(saliency_table(self.plan.run, method, ids, targets, maps, [r["seconds"] for r in group]))
             columns = {"image_id": [], "target": [], "metric": [], "value": [], "seconds": []}
+            per_batch = [{score["metric"]: score for score in r["scores"]} for r in group]
             for name in self.plan.metrics:
                 if name in self.pooled:
                     values, seconds = self._pooled(name, maps, [r["predicted"] for r in group])
                 else:
-                    values = [r[f"score:{name}"] for r in group]
-                    seconds = [r[f"time:{name}"] for r in group]
+                    values = [scores_of[name]["value"] for scores_of in per_batch]
+                    seconds = [scores_of[name]["seconds"] for scores_of in per_batch]
                 columns["image_id"] += ids
                 columns["target"] += targets
                 columns["metric"] += [name] * len(ids)
@@ -105,6 +106,6 @@ class ShardAssembler:
     def _pooled(self, name: str, coarse: np.ndarray, predicted: list[int]) -> tuple[list[float], list[float]]:
         """A pooled metric over the shard's maps, upsampled exactly as the actors upsample them."""
         start = time.perf_counter()
-        maps = upsample(relu(torch.from_numpy(coarse.copy())), self.plan.map_size)
-        values = self.pooled[name](maps, predicted=torch.tensor(predicted)).tolist()
+        maps = scored_map(torch.from_numpy(coarse.copy()), self.plan.model.image_size)
+        values = self.pooled[name](Batch(maps, predicted=torch.tensor(predicted))).tolist()
         return values, [(time.perf_counter() - start) / len(values)] * len(values)

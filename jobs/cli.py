@@ -74,12 +74,12 @@ def run(spec, out, address, paths, settings, report) -> None:
     Presets: demo (offline, a few minutes on a laptop), fine_grained_40, imagenet, coco_localization,
     cifar10_infidelity. Rerunning the same command resumes: finished cells and shards are skipped.
     """
-    from jobs.pipeline import GridFailedError, run_grid
-    from jobs.spec import SpecError, load_spec
-
     import logging
 
     import yaml
+
+    from jobs.pipeline import GridFailedError, run_grid
+    from jobs.spec import SpecError, load_spec
 
     logging.getLogger("evaluation").setLevel(logging.ERROR)  # NaN reasons: the report's nan_report.csv
     try:
@@ -91,9 +91,8 @@ def run(spec, out, address, paths, settings, report) -> None:
         raise click.ClickException(str(err)) from err
     click.echo(f"run {summary.run} finished in {summary.seconds:.1f} s → {summary.location}")
     if report and "://" not in summary.location:
-        from storage.report import write_report
-
         from jobs.overlays import write_overlays
+        from storage.report import write_report
 
         written = write_report(summary.location)
         click.echo(f"rank tables: {written['table12b_ranks'][0].parent}")
@@ -219,6 +218,14 @@ def report(run_dir, out, directions, overlays) -> None:
     markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
     if markdown is not None:
         click.echo(markdown.read_text())
+
+
+@main.command("spec-schema")
+def spec_schema() -> None:
+    """Print the JSON Schema of a grid spec's YAML (what jobs/spec.schema.json ships)."""
+    from jobs.spec import spec_json_schema
+
+    click.echo(json.dumps(spec_json_schema(), indent=2, sort_keys=True, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """The per-batch work of a cell: decode images, compute every method's maps and every metric's scores.
 
 :class:`CellEvaluator` is the callable class that Ray Data's ``map_batches`` runs in an actor pool
-(it does not import Ray, so it runs in a notebook too). It loads its model once, on the GPU Ray
-assigned it when there is one, and turns a batch of manifest rows into one output row per
-(image, method): the raw coarse map (float32), the seconds it took, and one column per metric
-score (``score:<metric>``) and time (``time:<metric>``). Pooled metrics (Sufficiency) compare the
-images of a whole shard, so the driver computes them once the shard is complete
-(:mod:`jobs.assemble`); the batch carries the predicted classes they need.
+(it does not import Ray, so it runs in a notebook too: :func:`evaluate_in_process`). It loads its
+model once, on the GPU Ray assigned it when there is one, and turns a batch of manifest rows into
+one row per (image, method) of :data:`storage.results.ROWS_SCHEMA`: the raw coarse map, the
+seconds it took and every per-batch metric's score. Metrics that compare the images of a whole
+shard (``Need.SHARD``) are computed by the driver once the shard is complete (:mod:`jobs.assemble`).
+
+What a method or metric needs is supplied by one rule per need (:class:`attribution.needs.Need`):
+a reference pool's stored features as its ``reference_features``, and everything else through the
+:class:`evaluation.Batch` each method's maps are scored in — the model, targets, masks, the
+model's black, the channel weights and the method re-run as the explainer. No method or metric is
+named here.
 
 Seeds: every random draw of a method or metric for an image comes from
 ``image_seed(run seed, dataset, architecture, image_id)``, so results do not depend on the batch
@@ -15,77 +20,59 @@ size, the shard order or the number of actors.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
 import warnings
-from typing import Any, Callable, Mapping
+from dataclasses import replace
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
 from attribution.channel_scaling import RankDeficientWarning, reference_features
-from attribution.methods import WeightedCAM, create_method
-from attribution.models import LoadedModel, load_model
-from attribution.models.preprocessing import Preprocessing
-from attribution.postprocess import check_finite, relu, upsample
-from evaluation import create_metric
-from evaluation.registry import metric_class
-from jobs.plan import POOLS, CellPlan, ReferencePlan, image_seed, preprocessing_for
+from attribution.methods import CAMMethod, create_method
+from attribution.models import LoadedModel
+from attribution.needs import Need
+from attribution.postprocess import check_finite
+from evaluation import Batch, Metric, create_metric
+from jobs.plan import IMAGE_COLUMNS, POOLS, CellPlan, ReferencePlan, image_seed
+from storage.files import resolve
 from storage.manifest import decode_image, ground_truth_mask
-from storage.results import RunStore
+from storage.results import ROWS_SCHEMA, RunStore
 
-__all__ = ["CellEvaluator", "ReferenceFeaturizer", "check_reference_features", "features_by_pool", "output_schema",
-           "pooled_metrics"]
+__all__ = ["CellEvaluator", "ReferenceFeaturizer", "check_reference_features", "evaluate_in_process",
+           "features_by_pool", "pooled_metrics", "row_scores", "supplied"]
+
+Component = TypeVar("Component", CAMMethod, Metric)
 
 
-def _bound(factory: Callable[..., Any], name: str, params: Mapping[str, Any], features: dict[str, torch.Tensor],
-           black: tuple[float, ...]) -> Any:
-    """A method or metric with what the job supplies: the features of the reference pool it declares
-    (``reference_pool``) and, where it takes a ``baseline``, the model's true black ``−mean/std``."""
+def supplied(factory: Callable[..., Component], name: str, params: Mapping[str, Any],
+             features: Mapping[str, torch.Tensor]) -> Component:
+    """A method or metric built from its spec entry, with the features of the reference pool it declares."""
     instance = factory(name, **params)
-    extra: dict[str, Any] = {}
-    if instance.reference_pool is not None:
-        extra["reference_features"] = features[instance.reference_pool]
-    if "baseline" in inspect.signature(type(instance).__init__).parameters and "baseline" not in params:
-        extra["baseline"] = black  # the image that is black after normalisation, as (x − mean) / std
-    return factory(name, **params, **extra) if extra else instance
+    pool = instance.reference_pool
+    if pool is None:
+        return instance
+    if pool not in features:
+        raise ValueError(f"{name} draws from the {pool!r} reference pool, which this cell has no features of")
+    return factory(name, **params, reference_features=features[pool])
 
 
 def pooled_metrics(plan: CellPlan) -> list[str]:
     """The plan's metrics that score a whole shard at once (computed by the driver)."""
-    return [name for name in plan.metrics if metric_class(name).pooled]
+    return [name for name, params in plan.metrics.items() if Need.SHARD in create_metric(name, **params).needs]
 
 
-def output_schema(plan: CellPlan) -> pa.Schema:
-    """One row per (image, method): the raw map, its time, and every per-batch metric's score and time."""
-    fields = [
-        pa.field("image_id", pa.string()),
-        pa.field("shard", pa.int32()),
-        pa.field("method", pa.string()),
-        pa.field("target", pa.int64()),
-        pa.field("predicted", pa.int64()),
-        pa.field("map_height", pa.int32()),
-        pa.field("map_width", pa.int32()),
-        pa.field("map", pa.binary()),
-        pa.field("seconds", pa.float64()),
-    ]
-    pooled = pooled_metrics(plan)
-    for name in plan.metrics:
-        if name not in pooled:
-            fields += [pa.field(f"score:{name}", pa.float64()), pa.field(f"time:{name}", pa.float64())]
-    return pa.schema(fields)
-
-
-def _load_cell_model(plan: CellPlan, torch_threads: int | None) -> tuple[torch.device, LoadedModel, Preprocessing]:
-    """The cell's model on this actor's device (the GPU Ray assigned, if any) and its preprocessing."""
+def _load_cell_model(plan: CellPlan, torch_threads: int | None) -> tuple[torch.device, LoadedModel]:
+    """The cell's model on this actor's device (the GPU Ray assigned, if any)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":  # Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs: 1
         torch.set_num_threads(torch_threads or os.cpu_count() or 1)
-    loaded = load_model(plan.model, plan.weights, layer=plan.layer, num_classes=plan.num_classes, device=device)
-    return device, loaded, preprocessing_for(plan.model, plan.layer, plan.input_size)
+    return device, plan.model.load(device)
 
 
 def check_reference_features(table: pa.Table, references: ReferencePlan, where: str) -> None:
@@ -114,11 +101,11 @@ class ReferenceFeaturizer:
     """
 
     def __init__(self, plan: CellPlan, torch_threads: int | None = None):
-        self.device, self.loaded, self.preprocessing = _load_cell_model(plan, torch_threads)
+        self.device, self.loaded = _load_cell_model(plan, torch_threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        images = torch.stack([self.preprocessing(decode_image(row)) for row in rows]).to(self.device)
+        images = torch.stack([self.loaded.preprocessing(decode_image(row)) for row in rows]).to(self.device)
         features = reference_features(self.loaded.model, self.loaded.layer, images, layout=self.loaded.layout)
         flat = pa.array(features.cpu().numpy().astype("<f4").ravel())
         column = pa.FixedSizeListArray.from_arrays(flat, features.shape[1]).cast(pa.list_(pa.float32()))
@@ -134,18 +121,18 @@ class CellEvaluator:
         # lists every undefined score, and the driver prints each cell's M̂ diagnostics once
         logging.getLogger("evaluation").setLevel(os.environ.get("CAMGRID_METRIC_LOG_LEVEL", "ERROR"))
         warnings.filterwarnings("ignore", category=RankDeficientWarning)
-        self.device, self.loaded, self.preprocessing = _load_cell_model(plan, torch_threads)
+        self.device, self.loaded = _load_cell_model(plan, torch_threads)
         features = self._reference_features()
-        black = tuple(-m / s for m, s in zip(self.preprocessing.mean, self.preprocessing.std))
-        self.methods = {name: _bound(create_method, name, params, features, black)
-                        for name, params in plan.methods.items()}
+        self.methods = {name: supplied(create_method, name, params, features) for name, params in plan.methods.items()}
         pooled = set(pooled_metrics(plan))
-        self.metrics = {
-            name: _bound(create_metric, name, params, features, black)
-            for name, params in plan.metrics.items()
-            if name not in pooled
-        }
-        self.schema = output_schema(plan)
+        self.metrics = {name: supplied(create_metric, name, params, features)
+                        for name, params in plan.metrics.items() if name not in pooled}
+        self.bound = {name: method.bind(self.loaded.model, self.loaded.layer, self.loaded.layout)
+                      for name, method in self.methods.items()}
+
+    @property
+    def preprocessing(self):
+        return self.loaded.preprocessing
 
     def _reference_features(self) -> dict[str, torch.Tensor]:
         """The cell's stored ``h(x')`` per pool, on this actor's device (computed by the job's first stage)."""
@@ -161,106 +148,99 @@ class CellEvaluator:
 
     # -- one batch ------------------------------------------------------------------------------------
 
-    def _decode(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
-        images = torch.stack([self.preprocessing(decode_image(row)) for row in rows]).to(self.device)
+    def _decode(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        preprocessing = self.loaded.preprocessing
+        images = torch.stack([preprocessing(decode_image(row)) for row in rows]).to(self.device)
         masks = [ground_truth_mask(row) for row in rows]
-        has_mask = [m is not None for m in masks]
-        stacked = None
-        if any(has_mask):
-            size = images.shape[-2:]
-            stacked = torch.stack(
-                [self.preprocessing.mask(m) if m is not None else torch.zeros(size, dtype=torch.bool) for m in masks]
-            ).to(self.device)
-        return images, stacked, has_mask
+        return images, [None if m is None else preprocessing.mask(m).to(self.device) for m in masks]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ids = [row["image_id"] for row in rows]
-        images, masks, has_mask = self._decode(rows)
+        images, masks = self._decode(rows)
         seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
-        model, layer, layout = self.loaded.model, self.loaded.layer, self.loaded.layout
+        model = self.loaded.model
         with torch.no_grad():
             predicted = model(images).argmax(dim=1)
         if self.plan.targets is None:
             targets = predicted
         else:
             targets = torch.tensor([self.plan.targets[row["label"]] for row in rows], device=self.device)
-        columns: dict[str, list] = {name: [] for name in self.schema.names}
-        for name, method in self.methods.items():
+        out: list[dict[str, Any]] = []
+        for name, bound in self.bound.items():
             start = time.perf_counter()
             try:
-                if isinstance(method, WeightedCAM):
-                    raw, weights = method.maps_and_weights(model, layer, images, targets, seeds=seeds, layout=layout)
-                else:
-                    raw, weights = method(model, layer, images, targets, seeds=seeds, layout=layout), None
-                check_finite(raw)
+                attribution = bound(images, targets, seeds=seeds)
+                check_finite(attribution.raw)
             except ValueError as err:
                 raise ValueError(f"cell {self.plan.name}, method {name}, images {ids}: {err}") from err
-            raw = raw.detach()
-            maps = upsample(relu(raw), images.shape[-2:])
+            maps = attribution.scored(tuple(images.shape[-2:]))
             seconds = (time.perf_counter() - start) / len(rows)
-            scores = self._score(name, method, maps, weights, images, targets, masks, has_mask, seeds)
-            coarse = raw.float().cpu().numpy()
-            columns["image_id"] += ids
-            columns["shard"] += [row["shard"] for row in rows]
-            columns["method"] += [name] * len(rows)
-            columns["target"] += targets.tolist()
-            columns["predicted"] += predicted.tolist()
-            columns["map_height"] += [coarse.shape[1]] * len(rows)
-            columns["map_width"] += [coarse.shape[2]] * len(rows)
-            columns["map"] += [m.astype("<f4").tobytes() for m in coarse]
-            columns["seconds"] += [seconds] * len(rows)
-            for metric, (values, metric_seconds) in scores.items():
-                columns[f"score:{metric}"] += values
-                columns[f"time:{metric}"] += [metric_seconds] * len(rows)
-        return pa.table(columns, schema=self.schema)
+            inputs = Batch(maps, images=images, targets=targets, model=model, seeds=seeds,
+                           black=self.loaded.preprocessing.black, layer=bound.layer, layout=bound.layout,
+                           weights=attribution.weights, explainer=bound.explainer(), predicted=predicted)
+            scores = self._score(inputs, masks)
+            coarse = attribution.raw.float().cpu().numpy()
+            for i, row in enumerate(rows):
+                out.append({"image_id": ids[i], "shard": row["shard"], "method": name, "target": int(targets[i]),
+                            "predicted": int(predicted[i]), "map_height": coarse.shape[1],
+                            "map_width": coarse.shape[2], "map": coarse[i].astype("<f4").tobytes(),
+                            "seconds": seconds,
+                            "scores": [{"metric": metric, "value": values[i], "seconds": per_image}
+                                       for metric, (values, per_image) in scores.items()]})
+        return pa.Table.from_pylist(out, schema=ROWS_SCHEMA)
 
-    def _score(self, method_name, method, maps, weights, images, targets, masks, has_mask, seeds):
-        """Every per-batch metric of one method's maps: ``metric → (values, seconds per image)``."""
-        model, layer, layout = self.loaded.model, self.loaded.layer, self.loaded.layout
+    def _score(self, batch: Batch, masks: list[torch.Tensor | None]) -> dict[str, tuple[list[float], float]]:
+        """Every per-batch metric of one method's maps: ``metric → (values, seconds per image)``.
 
-        def explainer(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return upsample(relu(method(model, layer, x, t, layout=layout).detach()), x.shape[-2:])
-
-        cache: dict = {}
+        All metrics score the one ``batch`` (and so share its memo); those that need masks score
+        the images that have one, and are NaN (logged) for the others."""
         out = {}
         for name, metric in self.metrics.items():
             start = time.perf_counter()
-            inputs = dict(
-                images=images,
-                model=model,
-                targets=targets,
-                explainer=explainer,
-                seeds=seeds,
-                method=method,
-                layer=layer,
-                weights=weights,
-            )
-            if "masks" in metric.needs and not all(has_mask):
-                values = self._on_masked(metric, maps, masks, has_mask, inputs)
+            if Need.MASKS in metric.needs:
+                values = self._on_masked(metric, batch, masks)
             else:
-                values = metric(maps, masks=masks, cache=cache, **inputs).cpu().tolist()
-            out[name] = (values, (time.perf_counter() - start) / len(maps))
+                values = metric(batch).cpu().tolist()
+            out[name] = (values, (time.perf_counter() - start) / len(batch.maps))
         return out
 
     @staticmethod
-    def _on_masked(metric, maps, masks, has_mask, inputs) -> list[float]:
-        """A localisation metric on the images that have a ground-truth mask; NaN (logged) for the others."""
-        values = [float("nan")] * len(maps)
-        keep = [i for i, present in enumerate(has_mask) if present]
-        logging.getLogger("evaluation").warning(
-            "%s undefined for samples %s: no ground-truth mask",
-            metric.name,
-            [i for i, present in enumerate(has_mask) if not present],
-        )
+    def _on_masked(metric: Metric, batch: Batch, masks: list[torch.Tensor | None]) -> list[float]:
+        values = [float("nan")] * len(masks)
+        keep = [i for i, mask in enumerate(masks) if mask is not None]
+        if len(keep) < len(masks):
+            logging.getLogger("evaluation").warning("%s undefined for samples %s: no ground-truth mask", metric.name,
+                                                    [i for i, mask in enumerate(masks) if mask is None])
         if keep:
-            index = torch.tensor(keep)
-            subset = {
-                k: (v[index.to(v.device)] if isinstance(v, torch.Tensor) else v)
-                for k, v in inputs.items()
-                if k != "weights"
-            }
-            scored = metric(maps[index.to(maps.device)], masks=masks[index.to(masks.device)], **subset).cpu().tolist()
-            for i, value in zip(keep, scored):
+            subset = replace(batch.subset(keep), masks=torch.stack([masks[i] for i in keep]))
+            for i, value in zip(keep, metric(subset).cpu().tolist()):
                 values[i] = value
         return values
+
+
+def _plan_rows(plan: CellPlan) -> pa.Table:
+    """The manifest rows of the plan's images, read from its shard files."""
+    wanted = pa.array(sorted(i for ids in plan.images.values() for i in ids))
+    parts = []
+    for shard in sorted(plan.images):
+        filesystem, path = resolve(plan.files[shard])
+        table = pq.read_table(path, columns=IMAGE_COLUMNS, filesystem=filesystem)
+        parts.append(table.filter(pc.is_in(table.column("image_id"), value_set=wanted)))
+    return pa.concat_tables(parts)
+
+
+def evaluate_in_process(plan: CellPlan, batch_size: int | None = None,
+                        evaluator: CellEvaluator | None = None) -> pa.Table:
+    """The cell's output rows (:data:`storage.results.ROWS_SCHEMA`) from one evaluator in this process, no Ray:
+    its images in batches of ``batch_size`` (default: the plan's)."""
+    evaluator = evaluator or CellEvaluator(plan)
+    rows = _plan_rows(plan)
+    step = batch_size or plan.batch_size
+    return pa.concat_tables([evaluator(rows.slice(offset, step)) for offset in range(0, rows.num_rows, step)])
+
+
+def row_scores(rows: pa.Table) -> dict[tuple[str, str, str], float]:
+    """``(image_id, method, metric) → value`` of output rows."""
+    return {(row["image_id"], row["method"], score["metric"]): score["value"]
+            for row in rows.to_pylist() for score in row["scores"]}

@@ -16,8 +16,7 @@ from attribution.channel_scaling import reference_features
 from attribution.methods import create_method
 from attribution.models import LoadedModel, imagenet_categories, open_image
 from attribution.models.preprocessing import Preprocessing
-from attribution.postprocess import check_finite, minmax_normalize, relu, upsample
-from attribution.split import split_at
+from attribution.postprocess import check_finite, minmax_normalize
 from storage.builders import demo_references_manifest, sample_images
 from storage.manifest import decode_image, read_manifest
 
@@ -85,18 +84,17 @@ def explain_images(
     for name in methods:
         start = time.perf_counter()
         params = dict(method_params.get(name, {}))
-        if create_method(name, **params).reference_pool is not None:
-            split = split_at(loaded.model, loaded.layer, loaded.layout)
-            with torch.no_grad():
-                feats, _ = split.features(images[:1])
-            channels = split.layout_for(feats).to_maps(feats).shape[1]
+        method = create_method(name, **params)
+        if method.reference_pool is not None:
+            channels = reference_features(loaded.model, loaded.layer, images[:1], layout=loaded.layout).shape[1]
             params["reference_features"] = manifest_reference_features(loaded, references, 2 * channels, progress)
             method = create_method(name, **params)
-            progress(f"  {name}: {method.diagnostics(loaded.model, loaded.layer, layout=loaded.layout).describe()}")
-        else:
-            method = create_method(name, **params)
-        raw = method(loaded.model, loaded.layer, images, targets, layout=loaded.layout)
-        maps[name] = minmax_normalize(upsample(relu(check_finite(raw)), images.shape[-2:])).cpu()
+        with method.bind(loaded.model, loaded.layer, loaded.layout) as bound:
+            attribution = bound(images, targets)
+        if attribution.diagnostics is not None:
+            progress(f"  {name}: {attribution.diagnostics.describe()}")
+        check_finite(attribution.raw)
+        maps[name] = minmax_normalize(attribution.scored(tuple(images.shape[-2:]))).cpu()
         seconds[name] = time.perf_counter() - start
         progress(f"  {name:<20} {seconds[name]:7.2f} s for {len(images)} images")
     return Explanation([n for n, _ in photos], images.cpu(), targets.cpu(), labels, maps, seconds)

@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from attribution.postprocess import minmax_normalize, relu, upsample
+from attribution.models.config import ModelConfig
+from attribution.postprocess import minmax_normalize, scored_map
 from jobs.explain import Explanation, save_overlay_grid
-from jobs.plan import preprocessing_for
 from storage.builders import demo_manifest
 from storage.manifest import decode_image, read_manifest
 from storage.results import RunStore
@@ -33,26 +33,25 @@ def write_overlays(run: str | os.PathLike, out: str | os.PathLike, images_per_ce
     store = RunStore(os.fspath(run))
     record = store.read_record()
     written = []
-    for cell in record.get("cells", []):
-        if "manifest" not in cell or store.cell_done(cell["dataset"], cell["architecture"]) is None:
+    for cell in record.cells:
+        if cell.manifest is None or cell.model is None or store.cell_done(cell.dataset, cell.architecture) is None:
             continue
-        preprocessing = preprocessing_for(cell["model"], cell["layer"], cell["input_size"])
-        in_cell = (pl.col("dataset") == cell["dataset"]) & (pl.col("architecture") == cell["architecture"])
+        preprocessing = ModelConfig.resolve(cell.model.name, layer=cell.model.layer,
+                                            input_size=cell.model.input_size).preprocessing
+        in_cell = (pl.col("dataset") == cell.dataset) & (pl.col("architecture") == cell.architecture)
         frame = store.saliency().filter(in_cell).select("image_id", "method", "target").collect()
         ids = sorted(set(frame["image_id"]))[:images_per_cell]
         methods = sorted(set(frame["method"]))
-        manifest = _manifest(cell["manifest"])
+        manifest = _manifest(cell.manifest)
         rows = {r["image_id"]: r for r in manifest.records() if r["image_id"] in set(ids)}
         images = torch.stack([preprocessing(decode_image(rows[i])) for i in ids])
         maps = {}
         for method in methods:
-            _, coarse = store.maps(
-                dataset=cell["dataset"], architecture=cell["architecture"], method=method, image_ids=ids
-            )
-            maps[method] = minmax_normalize(upsample(relu(coarse), images.shape[-2:]))
+            _, coarse = store.maps(dataset=cell.dataset, architecture=cell.architecture, method=method, image_ids=ids)
+            maps[method] = minmax_normalize(scored_map(coarse, tuple(images.shape[-2:])))
         targets = torch.tensor(frame.filter(pl.col("method") == methods[0]).sort("image_id")["target"][: len(ids)])
         labels = [rows[i]["label_name"] for i in ids]
         explanation = Explanation(ids, images, targets, labels, maps, {})
-        path = Path(out) / f"{cell['dataset']}_{cell['architecture']}.png"
+        path = Path(out) / f"{cell.dataset}_{cell.architecture}.png"
         written.append(save_overlay_grid(explanation, preprocessing, path))
     return written

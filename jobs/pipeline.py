@@ -25,15 +25,12 @@ and their tasks retried.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
@@ -41,15 +38,15 @@ import torch
 
 from attribution.channel_scaling import Diagnostics
 from jobs.assemble import ShardAssembler
-from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, check_reference_features, features_by_pool
+from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, check_reference_features, features_by_pool, supplied
 from jobs.plan import IMAGE_COLUMNS, REFERENCE_COLUMNS, CellPlan, plan_cells, regime_warnings
 from jobs.progress import CellProgress, GridProgress, format_duration
+from jobs.ray_setup import Placement, configure_data, mapped, placement, start_ray
 from jobs.spec import GridSpec
-from storage.results import RunStore, run_record
+from storage.record import CellRecord, ModelRecord, ReferenceRecord, run_record
+from storage.results import RunStore
 
-__all__ = ["RunSummary", "GridFailedError", "run_grid", "start_ray", "Placement", "placement"]
-
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+__all__ = ["RunSummary", "GridFailedError", "run_grid"]
 
 
 class GridFailedError(RuntimeError):
@@ -65,134 +62,9 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)  # driver-side: planning, ray start, writing
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Resources of each actor and how many cells run at once."""
-
-    actors_per_cell: int
-    gpus_per_actor: float
-    cpus_per_actor: float
-    concurrent_cells: int
-    torch_threads: int
-
-    def actor_resources(self) -> dict[str, float]:
-        """``map_batches`` resources: GPU actors ask for GPUs only (Ray Data calls CPUs + GPUs experimental)."""
-        return {"num_gpus": self.gpus_per_actor} if self.gpus_per_actor else {"num_cpus": self.cpus_per_actor}
-
-
-def placement(spec: GridSpec, cluster: dict[str, float]) -> Placement:
-    """Resolve the spec's ``auto`` resources against the cluster's (``ray.cluster_resources()``).
-
-    With GPUs: one GPU per actor, as many cells at once as the GPUs allow. Without:
-    a fractional CPU per actor (a whole CPU each can starve Ray Data's read tasks on a 2-core
-    machine), one cell at a time, and torch threads spread over the node's cores.
-    """
-    res = spec.resources
-    gpus = cluster.get("GPU", 0.0)
-    gpus_per_actor = (1.0 if gpus >= 1 else 0.0) if res.gpus_per_actor == "auto" else float(res.gpus_per_actor)
-    if gpus_per_actor > gpus:
-        raise ValueError(f"resources.gpus_per_actor = {gpus_per_actor} but the cluster has {gpus:g} GPUs")
-    if res.concurrent_cells != "auto":
-        concurrent = int(res.concurrent_cells)
-    elif gpus_per_actor > 0:
-        concurrent = max(1, int(gpus // (gpus_per_actor * res.actors_per_cell)))
-    else:
-        concurrent = 1
-    if res.cpus_per_actor != "auto":
-        cpus_per_actor = float(res.cpus_per_actor)
-    else:
-        cpus_per_actor = 0.0 if gpus_per_actor > 0 else 0.5
-    actors = max(1, concurrent * res.actors_per_cell)
-    threads = max(1, (os.cpu_count() or 1) // actors) if gpus_per_actor == 0 else 1
-    return Placement(res.actors_per_cell, gpus_per_actor, cpus_per_actor, concurrent, threads)
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail at once for a ``host:port`` nobody listens on (Ray itself retries the GCS for minutes)."""
-    match = re.fullmatch(r"([\w.-]+):(\d+)", address)
-    if match is None:  # "auto", "ray://…", "http://…": left to Ray
-        return
-    try:
-        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout_s).close()
-    except OSError as err:
-        raise ConnectionError(f"no Ray cluster at {address}: {err}") from err
-
-
-def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join a running cluster (``address``, or ``RAY_ADDRESS`` as set inside ``ray job submit``), or start
-    Ray embedded in this process with ``num_cpus`` logical CPUs.
-
-    Embedded Ray's workers get this package's folder on ``PYTHONPATH`` (they do not see the driver's
-    ``sys.path``); on a cluster the package is installed (``cluster.yaml``) or shipped with
-    ``ray job submit --working-dir``, whose runtime environment is left as the job set it. Token
-    authentication, on by default for clusters that Ray 2.60 starts, needs the cluster's token here
-    (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        _check_reachable(target)
-        try:
-            ray.init(address=address, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:
-            raise ConnectionError(
-                f"cannot join the Ray cluster at {target}: {err}. If the cluster uses token authentication "
-                "(Ray's default), set RAY_AUTH_TOKEN to its token (`ray get-auth-token` on the head node)"
-            ) from err
-        return
-    python_path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(
-        num_cpus=num_cpus,
-        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-    )
-
-
-def _configure_data(spec: GridSpec) -> None:
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.execution_no_progress_timeout_s = spec.resources.no_progress_timeout_s
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    context.enable_operator_progress_bars = False
-    context.issue_detectors_config.detectors = []  # per-operator memory hints every 30 s: not for this console
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # an INFO line per finished dataset
-
-
-def _mapped(files: list[str], columns: list[str], wanted: list[str], batch_size: int, callable_class: type,
-            plan: CellPlan, place: Placement):
-    """``read_parquet(files) → select → filter(image_id ∈ wanted) → map_batches(callable_class)`` on the cell's actors."""
-    import ray.data
-    from ray.data import ActorPoolStrategy
-    from ray.data.expressions import col
-
-    from storage.files import resolve
-
-    filesystem, _ = resolve(files[0])
-    read = (
-        ray.data.read_parquet([resolve(f)[1] for f in files], filesystem=filesystem)
-        .select_columns(columns)  # pushed down into the read
-        .filter(expr=col("image_id").is_in(wanted))
-    )
-    return read.repartition(target_num_rows_per_block=batch_size).map_batches(
-        callable_class,
-        fn_constructor_kwargs={"plan": plan.for_actors(), "torch_threads": place.torch_threads},
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        zero_copy_batch=True,
-        compute=ActorPoolStrategy(size=place.actors_per_cell),
-        **place.actor_resources(),
-    )
-
-
 def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement, evaluator: type[CellEvaluator]):
     wanted = sorted(i for s in shards for i in plan.images[s])
-    return _mapped([plan.files[s] for s in shards], IMAGE_COLUMNS, wanted, plan.batch_size, evaluator, plan, place)
+    return mapped([plan.files[s] for s in shards], IMAGE_COLUMNS, wanted, plan.batch_size, evaluator, plan, place)
 
 
 REFERENCE_BATCH = 32
@@ -231,7 +103,7 @@ def _compute_reference_features(
     total, done, started = len(references.ids), 0, time.perf_counter()
     progress.echo(f"[{plan.name}] reference features: {total} images from {references.manifest}")
     batch_size = max(1, min(REFERENCE_BATCH, -(-total // place.actors_per_cell)))  # every actor gets work
-    batches = _mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), batch_size,
+    batches = mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), batch_size,
                       featurizer, plan, place).iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
     step = max(batch_size, total // 10)  # about ten progress lines
     parts = []
@@ -253,17 +125,16 @@ def _compute_reference_features(
 
 
 def _diagnostics(plan: CellPlan, features: dict[str, torch.Tensor]) -> dict[str, Diagnostics]:
-    """Per method fitted on the ``fit`` pool: the diagnostics of its ``M̂`` (the actors build the same one)."""
+    """Per method fitted on a reference pool: the diagnostics of its ``M̂`` (the actors build the same one)."""
     from attribution.methods import create_method
 
     out = {}
     for name, params in plan.methods.items():
-        method = create_method(name, **params)
-        if method.reference_pool is None:
-            continue
-        pool = features[method.reference_pool]
-        fitted = create_method(name, **params, reference_features=pool)
-        out[name] = fitted.second_moment(pool.shape[1], warn=False).diagnostics
+        method = supplied(create_method, name, params, features)
+        pool = method.reference_pool
+        diagnostics = None if pool is None else method.fit_diagnostics(features[pool].shape[1])
+        if diagnostics is not None:
+            out[name] = diagnostics
     return out
 
 
@@ -293,11 +164,8 @@ def _record_diagnostics(store: RunStore, plan: CellPlan, diagnostics: dict[str, 
     if not diagnostics:
         return
     with _RECORD_LOCK:
-        record = store.read_record()
-        for cell in record["cells"]:
-            if (cell["dataset"], cell["architecture"]) == (plan.dataset, plan.architecture):
-                cell["diagnostics"] = {name: diag.to_dict() for name, diag in diagnostics.items()}
-        store.write_record(record)
+        values = {name: diag.to_dict() for name, diag in diagnostics.items()}
+        store.write_record(store.read_record().with_diagnostics(plan.dataset, plan.architecture, values))
 
 
 def _run_cell(
@@ -377,6 +245,17 @@ def _run_cell(
     return cell
 
 
+def _cell_record(plan: CellPlan) -> CellRecord:
+    model = plan.model
+    references = None if plan.references is None else ReferenceRecord(  # the ids: references/…/features.parquet
+        manifest=plan.references.manifest, **{pool: len(ids) for pool, ids in plan.references.pools.items()})
+    return CellRecord(dataset=plan.dataset, architecture=plan.architecture, images=plan.total,
+                      shards=sorted(plan.images), manifest=plan.manifest, references=references,
+                      model=ModelRecord(name=model.name, weights=model.weights, layer=model.layer,
+                                        num_classes=model.num_classes, image_size=model.image_size[0],
+                                        input_size=model.input_size))
+
+
 def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) -> None:
     """Write ``run.json``, or check that an existing one describes the same grid (a resume)."""
     from evaluation import metric_directions
@@ -386,36 +265,16 @@ def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) ->
     except FileNotFoundError:
         existing = None
     if existing is not None:
-        if existing.get("fingerprint") != spec.fingerprint():
+        if existing.fingerprint != spec.fingerprint():
             raise ValueError(
-                f"{store.location} holds run {existing.get('run')!r} of a different grid spec; "
+                f"{store.location} holds run {existing.run!r} of a different grid spec; "
                 "give another --out (or the same spec to resume it)"
             )
         return
     directions = metric_directions()
-    record = run_record(run, spec.to_dict(), spec.seed)
-    record.update(
-        fingerprint=spec.fingerprint(),
-        metric_directions={m: directions[m] for m in spec.metrics},
-        cells=[
-            {
-                "dataset": p.dataset,
-                "architecture": p.architecture,
-                "images": p.total,
-                "shards": sorted(p.images),
-                "references": None if p.references is None else {  # the ids: references/…/features.parquet
-                    "manifest": p.references.manifest, **{pool: len(ids) for pool, ids in p.references.pools.items()}
-                },
-                "manifest": p.manifest,
-                "model": p.model,
-                "layer": p.layer,
-                "input_size": p.input_size,
-                "weights": p.weights,
-            }
-            for p in plans
-        ],
-    )
-    store.write_record(record)
+    store.write_record(run_record(run, spec.to_dict(), spec.seed, fingerprint=spec.fingerprint(),
+                                  metric_directions={m: directions[m] for m in spec.metrics},
+                                  cells=[_cell_record(p) for p in plans]))
 
 
 def run_grid(
@@ -450,7 +309,7 @@ def run_grid(
     timings = {"plan": time.perf_counter() - started}
     start_ray(address, num_cpus)
     timings["ray_start"] = time.perf_counter() - started - timings["plan"]
-    _configure_data(spec)
+    configure_data(spec)
     place = placement(spec, ray.cluster_resources())
     echo(
         f"run {run}: {len(plans)} cells, {sum(p.total for p in plans)} images, {len(spec.methods)} methods, "

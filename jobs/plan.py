@@ -12,20 +12,20 @@ Plans carry image ids only: the actors read the images (and the stored reference
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from attribution.models import architecture
-from attribution.models.preprocessing import Preprocessing
+from attribution.models.config import ModelConfig
+from attribution.needs import reference_pool_of
 from jobs.spec import PACKAGED_WEIGHTS, ArchitectureSpec, DatasetSpec, GridSpec, SpecError
 from storage.files import list_files, resolve
 from storage.manifest import Manifest, read_manifest
 from storage.sampling import hash_key, select_stratified
 
-__all__ = ["CellPlan", "ReferencePlan", "plan_cells", "image_seed", "open_manifest", "preprocessing_for",
+__all__ = ["CellPlan", "ReferencePlan", "plan_cells", "image_seed", "open_manifest", "model_config",
            "reference_pools", "regime_warnings"]
 
 IMAGE_COLUMNS = ["image_id", "label", "label_name", "image", "image_uri", "mask", "boxes", "width", "height", "shard"]
@@ -54,11 +54,7 @@ class CellPlan:
     run: str
     dataset: str
     architecture: str
-    model: str
-    weights: str
-    layer: str | None
-    input_size: int | None
-    num_classes: int
+    model: ModelConfig
     manifest: str
     files: Mapping[int, str]  # shard → manifest part (path or URI)
     images: Mapping[int, tuple[str, ...]]  # shard → image ids to explain, sorted
@@ -68,9 +64,7 @@ class CellPlan:
     metrics: Mapping[str, Mapping[str, Any]]
     seed: int
     batch_size: int
-    map_size: tuple[int, int] = field(default=(0, 0))  # the model's input side: maps are scored at this size
     location: str = ""  # the run directory (the actors read the cell's stored reference features from it)
-    channels: int | None = None  # K of the target layer when the registry knows it
 
     @property
     def name(self) -> str:
@@ -92,14 +86,6 @@ class CellPlan:
 def image_seed(seed: int, dataset: str, architecture_name: str, image_id: str) -> int:
     """The seed of every random draw for one image in one cell: a hash of (run seed, cell, image id)."""
     return int.from_bytes(hash_key(seed, f"{dataset}\x1f{architecture_name}\x1f{image_id}"), "little") >> 1
-
-
-def preprocessing_for(model: str, layer: str | None, input_size: int | None) -> Preprocessing:
-    """The registry's preprocessing of ``model``, or a plain resize to ``input_size`` (e.g. CIFAR-10 at 96×96)."""
-    base = architecture(model, layer).preprocessing()
-    if input_size is None:
-        return base
-    return Preprocessing(input_size, input_size, base.mean, base.std, base.interpolation)
 
 
 def open_manifest(spec: GridSpec, dataset: DatasetSpec) -> Manifest:
@@ -151,13 +137,23 @@ def reference_pools(spec: GridSpec) -> set[str]:
     from attribution.methods import create_method
     from evaluation import create_metric
 
-    pools = {create_method(name, **params).reference_pool for name, params in spec.methods.items()}
-    pools |= {create_metric(name, **params).reference_pool for name, params in spec.metrics.items()}
-    return {pool for pool in pools if pool is not None}
+    needs = [create_method(name, **params).needs for name, params in spec.methods.items()]
+    needs += [create_metric(name, **params).needs for name, params in spec.metrics.items()]
+    return {pool for pool in map(reference_pool_of, needs) if pool is not None}
+
+
+def model_config(spec: GridSpec, dataset: DatasetSpec, arch: ArchitectureSpec, classes: int) -> ModelConfig:
+    """The cell's model resolved once: weights for the cell, the target layer, and ``num_classes`` (the spec's;
+    else 1000 for hub and packaged weights, which predict ImageNet's classes, else the manifest's ``classes``)."""
+    weights = spec.weights_for(dataset, arch)
+    hub = weights in PACKAGED_WEIGHTS or weights.startswith(("torchvision:", "timm"))
+    num_classes = arch.num_classes or (1000 if hub else classes)
+    return ModelConfig.resolve(arch.model, weights, layer=arch.layer, num_classes=num_classes,
+                               input_size=arch.input_size)
 
 
 def _channels(arch: ArchitectureSpec) -> int | None:
-    return architecture(arch.model, arch.layer).channels
+    return ModelConfig.resolve(arch.model, layer=arch.layer).channels
 
 
 def _pool_sizes(spec: GridSpec, pools: set[str]) -> dict[str, int]:
@@ -190,11 +186,13 @@ def _reference_plan(spec: GridSpec, dataset: DatasetSpec, manifest: Manifest, si
         return None
     location = spec.reference_location(dataset)
     source = manifest if location is None else _open(spec, dataset, location, "references")
-    rows = [r for r in source.table.select(["image_id", "label", "shard"]).to_pylist() if r["image_id"] not in explained]
+    rows = [r for r in source.table.select(["image_id", "label", "shard"]).to_pylist()
+            if r["image_id"] not in explained]
     sizes, note = _fit_to_source(spec, dataset, source.location, location is None, len(rows), sizes)
     chosen = _pick(spec, rows, sum(sizes.values()), 2)
     fit = {r["image_id"] for r in _pick(spec, chosen, sizes["fit"], 3)} if sizes["fit"] else set()
-    pools = {"fit": tuple(sorted(fit)), "held_out": tuple(sorted(r["image_id"] for r in chosen if r["image_id"] not in fit))}
+    held_out = sorted(r["image_id"] for r in chosen if r["image_id"] not in fit)
+    pools = {"fit": tuple(sorted(fit)), "held_out": tuple(held_out)}
     shards = {r["shard"] for r in chosen}
     files = _shard_files(source)
     return ReferencePlan(source.location, {s: files[s] for s in sorted(shards)}, pools, note)
@@ -228,7 +226,8 @@ def _fit_to_source(spec: GridSpec, dataset: DatasetSpec, source: str, held_in_ma
 
 def _select(spec: GridSpec, manifest: Manifest, excluded: set[str]) -> dict[int, tuple[str, ...]]:
     """The images to explain, per shard: ``samples`` drawn from the manifest without the ``excluded`` ids."""
-    rows = [r for r in manifest.table.select(["image_id", "label", "shard"]).to_pylist() if r["image_id"] not in excluded]
+    rows = [r for r in manifest.table.select(["image_id", "label", "shard"]).to_pylist()
+            if r["image_id"] not in excluded]
     if spec.samples is not None and spec.samples > len(rows):
         held = f" after holding out {len(excluded)} reference images" if excluded else ""
         raise SpecError(
@@ -262,11 +261,11 @@ def regime_warnings(plans: list[CellPlan]) -> list[str]:
 
     lines = list(dict.fromkeys(p.references.note for p in plans if p.references and p.references.note))
     for plan in plans:
-        if plan.channels is None or plan.references is None:
+        if plan.model.channels is None or plan.references is None:
             continue
-        k, r = plan.channels, len(plan.references.pools["fit"])
+        k, r = plan.model.channels, len(plan.references.pools["fit"])
         for name, params in plan.methods.items():
-            if create_method(name, **params).reference_pool != "fit":
+            if reference_pool_of(create_method(name, **params).needs) != "fit":
                 continue
             m = params.get("n_perturbations") or 2 * k
             bound = min(m, k, r + 1)
@@ -294,35 +293,23 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
             references = _reference_plan(spec, dataset, manifest, sizes, explained)
         files = _shard_files(manifest)
         for arch in spec.architectures:
-            weights = spec.weights_for(dataset, arch)
-            num_classes = arch.num_classes or (
-                1000
-                if weights in PACKAGED_WEIGHTS or weights.startswith(("torchvision:", "timm"))
-                else len(manifest.class_names)
-            )
-            size = preprocessing_for(arch.model, arch.layer, arch.input_size).crop
+            model = model_config(spec, dataset, arch, len(manifest.class_names))
             plans.append(
                 CellPlan(
                     run=run,
                     dataset=dataset.name,
                     architecture=arch.name,
-                    model=arch.model,
-                    weights=weights,
-                    layer=arch.layer,
-                    input_size=arch.input_size,
-                    num_classes=num_classes,
+                    model=model,
                     manifest=manifest.location,
                     files={s: files[s] for s in images},
                     images=images,
-                    targets=_targets(spec, dataset, arch, manifest, num_classes),
+                    targets=_targets(spec, dataset, arch, manifest, model.num_classes),
                     references=references,
                     methods=spec.methods,
                     metrics=spec.metrics,
                     seed=spec.seed,
                     batch_size=spec.batch_size,
-                    map_size=(size, size),
                     location=location,
-                    channels=_channels(arch),
                 )
             )
     return plans

@@ -2,7 +2,8 @@
 
 A spec is validated as a whole before anything runs; every error names the file and the field
 (``demo.yaml: methods.scorecam: method 'scorecam' has no parameter 'batchsize' …``). Presets that
-reproduce the paper ship inside the package (``jobs/presets/*.yaml``) and are loaded by name.
+reproduce the paper ship inside the package (``jobs/presets/*.yaml``) and are loaded by name; the
+JSON Schema of the YAML ships beside them (``jobs/spec.schema.json``, ``camgrid spec-schema``).
 
 Strings in ``datasets.*.manifest`` and ``architectures.*.weights`` may use ``{data}`` and
 ``{checkpoints}`` (the spec's ``paths``, overridable from the command line) and, for weights,
@@ -15,23 +16,40 @@ import copy
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 __all__ = [
-    "SpecError",
-    "GridSpec",
-    "DatasetSpec",
+    "PACKAGED_WEIGHTS",
     "ArchitectureSpec",
+    "DatasetSpec",
+    "GridSpec",
     "ReferenceSpec",
     "ResourceSpec",
+    "SpecError",
+    "apply_overrides",
     "load_spec",
     "parse_spec",
     "preset_names",
+    "spec_json_schema",
 ]
 
 PACKAGED_WEIGHTS = ("pretrained", "package", "timm")  # ImageNet label space unless num_classes says otherwise
@@ -41,8 +59,123 @@ class SpecError(ValueError):
     """A grid spec that cannot run; the message names the file and the field."""
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
+# -- value types: each says in one line what it expects -------------------------------------------------
+
+
+def _invalid(loc: tuple[str | int, ...], value: Any, message: str | None = None) -> ValidationError:
+    """An error at ``loc`` below the value being validated: ``message``, or an unknown field without one."""
+    kind = "extra_forbidden" if message is None else PydanticCustomError("spec", "{message}", {"message": message})
+    return ValidationError.from_exception_data("spec", [{"type": kind, "loc": loc, "input": value}])
+
+
+def _expecting(expected: str, auto: bool = False) -> WrapValidator:
+    """Replace pydantic's errors for a value by ``expected, got <value>``.
+
+    With ``auto`` (the field also takes the string ``auto``) a number is told only the range it missed.
+    """
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            also = " or auto" if auto and not isinstance(value, (int, float)) else ""
+            raise PydanticCustomError("spec", "{expected}, got {value}", {"expected": expected + also,
+                                                                           "value": repr(value)}) from None
+
+    return WrapValidator(check)
+
+
+def _integer(minimum: int, auto: bool = False) -> Any:
+    """An ``int`` (never a bool) ≥ ``minimum``, or with ``auto`` also the string ``auto``."""
+    kind = Annotated[int, Field(strict=True, ge=minimum)]
+    return Annotated[kind | Literal["auto"] if auto else kind, _expecting(f"expected an integer ≥ {minimum}", auto)]
+
+
+def _number(minimum: float, auto: bool = False) -> Any:
+    """A number (never a bool) ≥ ``minimum``, as a ``float``; with ``auto`` also the string ``auto``."""
+    kind = Annotated[float, Field(strict=True, ge=minimum)]
+    return Annotated[kind | Literal["auto"] if auto else kind, _expecting(f"expected a number ≥ {minimum}", auto)]
+
+
+def _directory_name(name: str) -> str:
+    if "/" in name or "=" in name or name.startswith((".", "_")):
+        raise PydanticCustomError("spec", "name {name} cannot be a result directory (no '/', '=', leading '.' "
+                                  "or '_')", {"name": repr(name)})
+    return name
+
+
+_String = Annotated[str, Field(strict=True), _expecting("expected a string")]
+_Text = Annotated[str, Field(strict=True, min_length=1), _expecting("expected a non-empty string")]
+_Name = Annotated[_Text, AfterValidator(_directory_name)]  # a result directory: run, dataset, architecture
+
+
+def _empty_if_null(value: Any) -> Any:
+    return {} if value is None else value  # `key:` with nothing after it in YAML
+
+
+def _mapping(kind: Any) -> Any:
+    """``kind`` (a mapping type), written in YAML as a mapping or as nothing at all (empty)."""
+    return Annotated[kind, BeforeValidator(_empty_if_null, json_schema_input_type=kind | None)]
+
+
+_Params = _mapping(dict[_Text, Any])
+
+
+def _named(key: Any, fields: Any) -> Any:
+    """An entry's fields and its name, which is its key in the YAML, not one of its fields."""
+    fields = _empty_if_null(fields)
+    if not isinstance(fields, Mapping):
+        return fields  # the model names what it expected
+    if "name" in fields:
+        raise _invalid((key, "name"), fields["name"])
+    return {**fields, "name": key}
+
+
+def _entries(model: type[BaseModel]) -> Any:
+    """A tuple of ``model``, written ``{name: fields}`` in YAML: the entries in that order, each named by its key."""
+    written = Annotated[dict[_Name, model | None], Field(min_length=1)]  # None: `name:` alone, every default
+    adapter = TypeAdapter(written)
+
+    def to_tuple(entries: Any) -> Any:
+        if not isinstance(entries, Mapping):
+            return entries  # a tuple of models (strict: a list is no mapping of entries)
+        return tuple(adapter.validate_python({key: _named(key, fields) for key, fields in entries.items()}).values())
+
+    return Annotated[tuple[model, ...], Field(strict=True), BeforeValidator(to_tuple, json_schema_input_type=written)]
+
+
+def _instantiable(kind: Literal["method", "metric"]) -> AfterValidator:
+    """Each entry instantiated through the registry of ``kind``: its name and every parameter are checked."""
+
+    def check(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from attribution.methods import UnknownMethodError, create_method
+        from attribution.needs import REFERENCE_PARAMETERS
+        from evaluation import create_metric
+        from evaluation.registry import UnknownMetricError
+
+        create = create_method if kind == "method" else create_metric
+        for name, params in entries.items():
+            supplied = [p for p in REFERENCE_PARAMETERS if p in params]
+            if supplied:
+                raise _invalid((name,), params, f"{supplied[0]!r} is drawn from each dataset's reference source by "
+                               "the job (datasets.<name>.references and the spec field 'references')")
+            try:
+                create(name, **params)
+            except (UnknownMethodError, UnknownMetricError, TypeError, ValueError) as err:
+                raise _invalid((name,), params, str(err)) from None
+        return entries
+
+    return AfterValidator(check)
+
+
+# -- the spec --------------------------------------------------------------------------------------------
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetSpec(_Part):
     """One dataset: its manifest, its reference source and how targets are chosen.
 
     ``references``: the manifest that Expected Grad-CAM's data-aware perturbations (and
@@ -54,27 +187,45 @@ class DatasetSpec:
     manifest's label space is not the model's), ``predicted`` the model's top-1 class.
     """
 
-    name: str
-    manifest: str
-    target: Literal["label", "predicted"] = "label"
-    classes: Mapping[str, int] | None = None  # label name → model class index
-    references: str | None = None  # a reference manifest (its train split); None: held out of `manifest`
+    name: SkipJsonSchema[str]  # the entry's key in `datasets`
+    manifest: _Text = Field(description="the images to explain: a manifest folder or URI (may use {data}), or "
+                                        "bundled:demo")
+    target: Literal["label", "predicted"] = Field("label", description="the class each map explains")
+    classes: _mapping(dict[_Text, _integer(0)]) | None = Field(
+        None, description="label name → model class index, when the manifest's labels are not the model's classes")
+    references: _Text | None = Field(
+        None, description="the reference manifest, normally the dataset's train split (may use {data}); "
+                          "default: reference images held out of the manifest")
 
 
-@dataclass(frozen=True)
-class ArchitectureSpec:
+class ArchitectureSpec(_Part):
     """One architecture: a registry name (or ``torchvision:``/``timm:``), weights, target layer, input size."""
 
-    name: str
-    model: str
-    weights: str = "pretrained"
-    layer: str | None = None
-    input_size: int | None = None  # resize + crop to this side instead of the registry's preprocessing
-    num_classes: int | None = None  # default: 1000 for packaged/hub weights, the manifest's classes otherwise
+    name: SkipJsonSchema[str]  # the entry's key in `architectures`
+    model: _Text = Field(default_factory=lambda fields: fields.get("name"),
+                         description="a registry name, torchvision:<name> or timm:<name>; default: the entry's name")
+    weights: _Text = Field("pretrained", description="pretrained | none | package | timm | torchvision:<ENUM> | "
+                                                     "file:<checkpoint> (may use {checkpoints}, {dataset}, "
+                                                     "{architecture})")
+    layer: _Text | None = Field(None, description="the target layer; default: the registry's")
+    input_size: _integer(8) | None = Field(
+        None, description="resize and crop to this side instead of the registry's preprocessing")
+    num_classes: _integer(1) | None = Field(
+        None, description="the classifier's outputs; default: 1000 for packaged or hub weights, the manifest's "
+                          "classes otherwise")
+
+    @model_validator(mode="after")
+    def _known(self) -> ArchitectureSpec:
+        from attribution.models import architecture
+
+        try:
+            architecture(self.model, self.layer)
+        except ValueError as err:
+            raise _invalid(("model",), self.model, str(err)) from None
+        return self
 
 
-@dataclass(frozen=True)
-class ReferenceSpec:
+class ReferenceSpec(_Part):
     """How many reference images each dataset's reference source gives (a seeded, disjoint split).
 
     ``pool``: the images Expected Grad-CAM's ``M`` perturbations draw from, one per perturbation;
@@ -83,38 +234,62 @@ class ReferenceSpec:
     ``held_out``: disjoint images ``cam_infidelity`` draws its perturbations from; ``auto`` is ``K``.
     """
 
-    pool: int | Literal["auto"] = "auto"
-    held_out: int | Literal["auto"] = "auto"
+    pool: _integer(1, auto=True) = Field("auto", description="reference images methods fit on; auto: 2·K")
+    held_out: _integer(1, auto=True) = Field("auto", description="disjoint images metrics score on; auto: K")
 
 
-@dataclass(frozen=True)
-class ResourceSpec:
+def _pool_size(value: Any) -> Any:
+    return {"pool": value} if isinstance(value, int) and not isinstance(value, bool) else _empty_if_null(value)
+
+
+_References = Annotated[ReferenceSpec, BeforeValidator(_pool_size,
+                                                       json_schema_input_type=ReferenceSpec | _integer(1) | None)]
+
+
+class ResourceSpec(_Part):
     """How the cells are placed: actors per cell, their CPUs/GPUs, cells at once, failure handling."""
 
-    actors_per_cell: int = 1
-    gpus_per_actor: float | Literal["auto"] = "auto"  # auto: 1 when the cluster has GPUs, else 0
-    cpus_per_actor: float | Literal["auto"] = "auto"  # auto: 1 with a GPU, else a share of the node's CPUs
-    concurrent_cells: int | Literal["auto"] = "auto"  # auto: the cluster's GPUs / (actors × GPUs), else 1
-    retries: int = 2  # reruns of a failed cell (each resumes from its written shards)
-    no_progress_timeout_s: float = 1800.0  # a pipeline that makes no progress this long fails
+    actors_per_cell: _integer(1) = Field(1, description="actors that explain and score one cell's images")
+    gpus_per_actor: _number(0.0, auto=True) = Field("auto", description="auto: 1 when the cluster has GPUs, else 0")
+    cpus_per_actor: _number(0.0, auto=True) = Field(
+        "auto", description="auto: 1 with a GPU, else a share of the node's CPUs")
+    concurrent_cells: _integer(1, auto=True) = Field(
+        "auto", description="cells run at once; auto: the cluster's GPUs / (actors × GPUs), else 1")
+    retries: _integer(0) = Field(2, description="reruns of a failed cell (each resumes from its written shards)")
+    no_progress_timeout_s: _number(1.0) = Field(
+        1800.0, description="a pipeline that makes no progress this long (seconds) fails")
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    name: str
-    datasets: tuple[DatasetSpec, ...]
-    architectures: tuple[ArchitectureSpec, ...]
-    methods: Mapping[str, Mapping[str, Any]]
-    metrics: Mapping[str, Mapping[str, Any]]
-    samples: int | None = None  # images per cell; None: every image of the manifest (after references)
-    references: ReferenceSpec = field(default_factory=ReferenceSpec)
-    batch_size: int = 8
-    seed: int = 0
-    output: str = "runs/{name}"
-    description: str = ""
-    paths: Mapping[str, str] = field(default_factory=dict)
-    resources: ResourceSpec = field(default_factory=ResourceSpec)
-    source: str = "<spec>"
+def _name_optional(schema: dict[str, Any]) -> None:
+    schema["required"].remove("name")  # a file's data without one takes the file's name (parse_spec)
+
+
+class GridSpec(_Part):
+    """A grid of (dataset, architecture) cells, each explained by every method and scored by every metric."""
+
+    model_config = ConfigDict(json_schema_extra=_name_optional)
+
+    name: _Name = Field(description="the run's name (a result directory); default: the spec file's name")
+    datasets: _entries(DatasetSpec) = Field(description="dataset name → its manifest, references and targets")
+    architectures: _entries(ArchitectureSpec) = Field(
+        description="architecture name → its model, weights and target layer")
+    methods: Annotated[dict[_Text, _Params], Field(min_length=1), _instantiable("method")] = Field(
+        description="method name → its parameters")
+    metrics: Annotated[dict[_Text, _Params], Field(min_length=1), _instantiable("metric")] = Field(
+        description="metric name → its parameters")
+    samples: _integer(1) | None = Field(
+        None, description="images per cell; default: every image of the manifest (after references)")
+    references: _References = Field(
+        default_factory=ReferenceSpec, description="reference images per dataset; a number: the pool's size")
+    batch_size: _integer(1) = Field(8, description="images per batch")
+    seed: _integer(0) = Field(0, description="the run's seed: of the image and reference draws, each image's too")
+    output: _Text = Field("runs/{name}", description="the run directory, local or s3:// / gs://")
+    description: _String = Field("", description="what the grid is for, in a line")
+    paths: _mapping(dict[_Text, _Text]) = Field(
+        default_factory=dict, description="values of {placeholders}, e.g. data, checkpoints")
+    resources: _mapping(ResourceSpec) = Field(default_factory=ResourceSpec,
+                                              description="how the cells are placed on the cluster")
+    source: SkipJsonSchema[str] = Field("<spec>", exclude=True)  # the file or preset, named in errors
 
     @property
     def cells(self) -> list[tuple[DatasetSpec, ArchitectureSpec]]:
@@ -123,15 +298,11 @@ class GridSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (the run record's ``config``)."""
-        data = asdict(self)
-        data.pop("source")
-        return json.loads(json.dumps(data, default=str))
+        return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
         """A hash of everything that changes results: not resources, output, description or batch size."""
-        data = self.to_dict()
-        for key in ("resources", "output", "description", "batch_size"):
-            data.pop(key)
+        data = self.model_dump(mode="json", exclude={"resources", "output", "description", "batch_size"})
         return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=6).hexdigest()
 
     def manifest_location(self, dataset: DatasetSpec) -> str:
@@ -155,219 +326,71 @@ def _format(template: str, values: Mapping[str, str], where: str) -> str:
         raise SpecError(f"{where}: unknown placeholder {{{err.args[0]}}}; known: {', '.join(sorted(values))}") from None
 
 
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the YAML a spec's author writes (``jobs/spec.schema.json``)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **GridSpec.model_json_schema()}
+
+
 # -- parsing ---------------------------------------------------------------------------------------------
 
-_TOP = {
-    "name",
-    "description",
-    "datasets",
-    "architectures",
-    "methods",
-    "metrics",
-    "samples",
-    "references",
-    "batch_size",
-    "seed",
-    "output",
-    "paths",
-    "resources",
-}
+
+def _properties(path: list[str]) -> dict[str, Any]:
+    """The fields the JSON Schema allows in the mapping at ``path`` (an entry's key steps into its entries)."""
+    schema = spec_json_schema()
+
+    def resolved(node: dict[str, Any]) -> dict[str, Any]:  # its $ref followed, its first alternative but null
+        while "$ref" in node or "anyOf" in node:
+            node = (schema["$defs"][node["$ref"].rsplit("/", 1)[1]] if "$ref" in node
+                    else next((n for n in node["anyOf"] if n.get("type") != "null"), {}))
+        return node
+
+    node = schema
+    for part in path:
+        node = resolved(node)
+        inner = node.get("properties", {}).get(part, node.get("additionalProperties"))
+        node = inner if isinstance(inner, dict) else {}
+    return resolved(node).get("properties", {})
 
 
-class _Reader:
-    """Typed field access with errors that name ``source: path.to.field``."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, message: str) -> SpecError:
-        return SpecError(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
-
-    def mapping(self, value: Any, where: str, allowed: set[str] | None = None) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.fail(where, f"expected a mapping, got {type(value).__name__} {value!r}")
-        if allowed is not None:
-            unknown = sorted(set(value) - allowed)
-            if unknown:
-                raise self.fail(where, f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
-        return dict(value)
-
-    def integer(self, value: Any, where: str, minimum: int = 0, optional: bool = False) -> int | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(where, f"expected an integer ≥ {minimum}, got {value!r}")
-        return value
-
-    def number(self, value: Any, where: str, minimum: float = 0.0, auto: bool = False) -> float | str:
-        if auto and value == "auto":
-            return "auto"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise self.fail(where, f"expected a number ≥ {minimum}{' or auto' if auto else ''}, got {value!r}")
-        return float(value)
-
-    def string(self, value: Any, where: str, optional: bool = False, choices: tuple[str, ...] = ()) -> str | None:
-        if value is None and optional:
-            return None
-        if not isinstance(value, str) or not value:
-            raise self.fail(where, f"expected a non-empty string, got {value!r}")
-        if choices and value not in choices:
-            raise self.fail(where, f"{value!r} is not one of {', '.join(choices)}")
-        return value
+_MAPPING_ERRORS = {"dict_type", "model_type", "model_attributes_type", "tuple_type"}
 
 
-def _name(reader: _Reader, value: str, where: str) -> str:
-    if "/" in value or "=" in value or value.startswith((".", "_")):
-        raise reader.fail(where, f"name {value!r} cannot be a result directory (no '/', '=', leading '.' or '_')")
-    return value
-
-
-def _entries(reader: _Reader, raw: Any, kind: str) -> dict[str, Any]:
-    """The named entries of ``datasets``, ``architectures``, ``methods`` or ``metrics``: at least one."""
-    entries = reader.mapping(raw, kind)
-    if not entries:
-        raise reader.fail(kind, f"at least one {kind[:-1]} is needed")
-    return entries
-
-
-def _datasets(reader: _Reader, raw: Any) -> tuple[DatasetSpec, ...]:
-    entries = _entries(reader, raw, "datasets")
-    out = []
-    for name, body in entries.items():
-        where = f"datasets.{name}"
-        body = reader.mapping(body, where, {"manifest", "target", "classes", "references"})
-        if "manifest" not in body:
-            raise reader.fail(where, "missing field 'manifest' (a manifest folder, URI, or 'bundled:demo')")
-        classes = body.get("classes")
-        if classes is not None:
-            classes = reader.mapping(classes, f"{where}.classes")
-            for label, index in classes.items():
-                reader.integer(index, f"{where}.classes.{label}")
-        out.append(
-            DatasetSpec(
-                _name(reader, str(name), where),
-                reader.string(body["manifest"], f"{where}.manifest"),
-                reader.string(body.get("target", "label"), f"{where}.target", choices=("label", "predicted")),
-                classes,
-                reader.string(body.get("references"), f"{where}.references", optional=True),
-            )
-        )
-    return tuple(out)
-
-
-def _architectures(reader: _Reader, raw: Any) -> tuple[ArchitectureSpec, ...]:
-    from attribution.models import architecture
-
-    entries = _entries(reader, raw, "architectures")
-    out = []
-    for name, body in entries.items():
-        where = f"architectures.{name}"
-        body = reader.mapping(body, where, {"model", "weights", "layer", "input_size", "num_classes"})
-        spec = ArchitectureSpec(
-            _name(reader, str(name), where),
-            reader.string(body.get("model", name), f"{where}.model"),
-            reader.string(body.get("weights", "pretrained"), f"{where}.weights"),
-            reader.string(body.get("layer"), f"{where}.layer", optional=True),
-            reader.integer(body.get("input_size"), f"{where}.input_size", 8, optional=True),
-            reader.integer(body.get("num_classes"), f"{where}.num_classes", 1, optional=True),
-        )
-        try:
-            architecture(spec.model, spec.layer)
-        except ValueError as err:
-            raise reader.fail(f"{where}.model", str(err)) from None
-        out.append(spec)
-    return tuple(out)
-
-
-def _parameters(reader: _Reader, raw: Any, kind: str) -> dict[str, dict[str, Any]]:
-    from attribution.methods import UnknownMethodError, create_method
-    from evaluation import create_metric
-    from evaluation.registry import UnknownMetricError
-
-    entries = _entries(reader, raw, kind)
-    out = {}
-    for name, params in entries.items():
-        where = f"{kind}.{name}"
-        params = reader.mapping(params, where)
-        try:
-            supplied = sorted({"reference", "reference_features"} & set(params))
-            if supplied:
-                raise TypeError(f"{supplied[0]!r} is drawn from each dataset's reference source by the job "
-                                "(datasets.<name>.references and the spec field 'references')")
-            if kind == "methods":
-                create_method(name, **params)  # checks the name and every parameter
-            else:
-                create_metric(name, **params)
-        except (UnknownMethodError, UnknownMetricError) as err:
-            raise reader.fail(where, str(err)) from None
-        except (TypeError, ValueError) as err:
-            raise reader.fail(where, str(err)) from None
-        out[str(name)] = params
-    return out
-
-
-def _references(reader: _Reader, raw: Any) -> ReferenceSpec:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = {"pool": raw}
-    body = reader.mapping(raw, "references", {"pool", "held_out"})
-    sizes = {}
-    for key in ("pool", "held_out"):
-        value = body.get(key, "auto")
-        sizes[key] = value if value == "auto" else reader.integer(value, f"references.{key}", 1)
-    return ReferenceSpec(**sizes)
-
-
-def _resources(reader: _Reader, raw: Any) -> ResourceSpec:
-    body = reader.mapping(raw, "resources", set(ResourceSpec.__dataclass_fields__))
-    defaults = ResourceSpec()
-    concurrent = body.get("concurrent_cells", defaults.concurrent_cells)
-    return ResourceSpec(
-        reader.integer(body.get("actors_per_cell", defaults.actors_per_cell), "resources.actors_per_cell", 1),
-        reader.number(body.get("gpus_per_actor", defaults.gpus_per_actor), "resources.gpus_per_actor", auto=True),
-        reader.number(body.get("cpus_per_actor", defaults.cpus_per_actor), "resources.cpus_per_actor", auto=True),
-        concurrent if concurrent == "auto" else reader.integer(concurrent, "resources.concurrent_cells", 1),
-        reader.integer(body.get("retries", defaults.retries), "resources.retries", 0),
-        float(
-            reader.number(
-                body.get("no_progress_timeout_s", defaults.no_progress_timeout_s),
-                "resources.no_progress_timeout_s",
-                1.0,
-            )
-        ),
-    )
+def _explain(error: ErrorDetails) -> str:
+    """pydantic's error as one line: the field the way the YAML names it, then what is wrong."""
+    path = [str(part) for part in error["loc"] if part != "[key]"]
+    kind, value = error["type"], error["input"]
+    if kind in ("missing", "extra_forbidden"):
+        *path, field = path
+        allowed = _properties(path)
+        if kind == "missing":
+            described = allowed.get(field, {}).get("description")
+            message = f"missing field {field!r}" + (f" ({described})" if described else "")
+        else:
+            message = f"unknown field {field!r}; allowed: {', '.join(sorted(allowed))}"
+    elif kind == "too_short":
+        message = "at least one entry is needed"
+    elif kind == "literal_error":
+        message = f"{value!r} is not one of {error['ctx']['expected']}"
+    elif kind in _MAPPING_ERRORS:
+        message = f"expected a mapping, got {type(value).__name__} {value!r}"
+    else:
+        message = error["msg"]
+    return f"{'.'.join(path)}: {message}" if path else message
 
 
 def parse_spec(data: Any, source: str = "<spec>", paths: Mapping[str, str] | None = None) -> GridSpec:
     """Validate spec ``data`` (the parsed YAML); ``paths`` override the spec's ``paths`` entries."""
-    reader = _Reader(source)
-    data = reader.mapping(data, "", _TOP)
-    for required in ("datasets", "architectures", "methods", "metrics"):
-        if required not in data:
-            raise reader.fail("", f"missing field {required!r}")
-    spec_paths = {str(k): str(v) for k, v in reader.mapping(data.get("paths"), "paths").items()}
-    spec_paths.update(paths or {})
-    name = reader.string(data.get("name", Path(source).stem), "name")
-    methods = _parameters(reader, data["methods"], "methods")
-    metrics = _parameters(reader, data["metrics"], "metrics")
-    references = _references(reader, data.get("references"))
-    return GridSpec(
-        name=_name(reader, name, "name"),
-        datasets=_datasets(reader, data["datasets"]),
-        architectures=_architectures(reader, data["architectures"]),
-        methods=methods,
-        metrics=metrics,
-        samples=reader.integer(data.get("samples"), "samples", 1, optional=True),
-        references=references,
-        batch_size=reader.integer(data.get("batch_size", 8), "batch_size", 1),
-        seed=reader.integer(data.get("seed", 0), "seed", 0),
-        output=reader.string(data.get("output", "runs/{name}"), "output"),
-        description=str(data.get("description", "")),
-        paths=spec_paths,
-        resources=_resources(reader, data.get("resources")),
-        source=source,
-    )
+    try:
+        if isinstance(data, Mapping):
+            if "source" in data:  # set from the file, never written
+                raise _invalid(("source",), data["source"])
+            data = {"name": Path(source).stem, **data, "source": source}
+        spec = GridSpec.model_validate(data)
+    except ValidationError as err:
+        errors = err.errors(include_url=False)  # a misspelt field is also a missing one: name the misspelling
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        raise SpecError(f"{source}: {_explain(first)}") from None
+    return spec.model_copy(update={"paths": {**spec.paths, **paths}}) if paths else spec
 
 
 def preset_names() -> list[str]:

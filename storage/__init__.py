@@ -1,1 +1,1 @@
-"""Parquet manifests in, Arrow result datasets out, Polars rank tables — issue 3."""
+"""Parquet manifests in, Arrow result datasets out, Polars rank tables."""

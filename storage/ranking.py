@@ -16,10 +16,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal, Mapping
+from typing import Iterable, Literal, Mapping
 
 import polars as pl
 
+from storage.record import CellRecord
 from storage.render import PlainTable, RankTable
 
 __all__ = ["Direction", "cell_means", "combination_ranks", "mean_table", "rank_table", "rank_tables",
@@ -87,17 +88,17 @@ def _notes(means: pl.LazyFrame) -> list[str]:
             for r in report.iter_rows(named=True)]
 
 
-def diagnostics_frame(cells: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
-    """One row per (dataset, architecture, method) of the run record's ``cells[*]["diagnostics"]``.
+def diagnostics_frame(cells: Iterable[CellRecord]) -> pl.DataFrame:
+    """One row per (dataset, architecture, method) of the run record's cells' ``diagnostics``.
 
     Columns: the cell and method, then the recorded ``perturbations`` (M), ``channels`` (K),
     ``references`` (R), ``pool``, ``rank``, ``condition_number`` and ``covariance_condition_number``
     (null when singular), ``marchenko_pastur`` and ``full_rank``. Cells without diagnostics add no row.
     """
     keys = list(DIAGNOSTICS_SCHEMA)[3:]
-    rows = [{"dataset": cell["dataset"], "architecture": cell["architecture"], "method": method,
+    rows = [{"dataset": cell.dataset, "architecture": cell.architecture, "method": method,
              **{key: values.get(key) for key in keys}}
-            for cell in cells for method, values in (cell.get("diagnostics") or {}).items()]
+            for cell in cells for method, values in cell.diagnostics.items()]
     frame = pl.DataFrame(rows, schema=DIAGNOSTICS_SCHEMA, strict=False)
     frame = frame.with_columns(pl.col("full_rank").fill_null(pl.col("rank") == pl.col("channels")))
     return frame.unique([*CELL, "method"], keep="last", maintain_order=True).sort([*CELL, "method"])

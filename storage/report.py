@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from storage.ranking import Direction, cell_means, diagnostics_frame, diagnostics_table, nan_report, rank_tables
+from storage.record import RunRecord
 from storage.results import RunStore
 
 __all__ = ["write_report"]
@@ -23,10 +24,10 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     mark (†) a method in every table that includes a cell where its M̂ is rank-deficient.
     """
     store = RunStore(os.fspath(run))
-    record: dict[str, Any] = {}
+    record: RunRecord | None = None
     if directions is None:
         record = store.read_record()
-        directions = record.get("metric_directions")
+        directions = record.metric_directions
         if not directions:
             raise KeyError(f"run record of {store.location} has no metric_directions; pass directions explicitly")
     else:
@@ -39,7 +40,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
             raise ValueError("give a local output folder for the report of a remote run")
         out = Path(store.location) / "report"
     scores = store.scores()
-    diagnostics = diagnostics_frame(record.get("cells") or [])
+    diagnostics = diagnostics_frame(record.cells if record is not None else [])
     tables = rank_tables(scores, directions, diagnostics if diagnostics.height else None)
     written = {name: table.write(out, name) for name, table in tables.items()}
     report = nan_report(cell_means(scores))

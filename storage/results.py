@@ -22,24 +22,22 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import socket
-import sys
 from dataclasses import dataclass
 from functools import cached_property
-from datetime import datetime, timezone
-from importlib import metadata as package_metadata
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from storage.files import atomic_write_bytes, atomic_write_table, exists, join, read_file, resolve
+from storage.record import RunRecord
 
-__all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "RunStore", "saliency_table", "decode_maps", "run_record"]
+__all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA", "RunStore", "saliency_table",
+           "decode_maps"]
 
 SALIENCY_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
@@ -69,8 +67,26 @@ REFERENCE_FEATURES_SCHEMA = pa.schema([
     pa.field("features", pa.list_(pa.float32()), nullable=False),  # h(x') = GAP of the target layer, (K,)
 ])
 
+SCORE_TYPE = pa.struct([
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("value", pa.float64()),  # NaN where undefined
+    pa.field("seconds", pa.float64(), nullable=False),  # per image
+])
+
+ROWS_SCHEMA = pa.schema([  # what an evaluator sends the driver: one row per (image, method)
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("shard", pa.int32(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("target", pa.int64(), nullable=False),
+    pa.field("predicted", pa.int64(), nullable=False),  # the model's class (pooled metrics need it)
+    pa.field("map_height", pa.int32(), nullable=False),
+    pa.field("map_width", pa.int32(), nullable=False),
+    pa.field("map", pa.binary(), nullable=False),  # the raw coarse map, float32 little-endian, row-major
+    pa.field("seconds", pa.float64(), nullable=False),  # the method's time per image
+    pa.field("scores", pa.list_(SCORE_TYPE), nullable=False),  # every per-batch metric's score of this map
+])
+
 KINDS = ("saliency", "scores")
-PARTITIONS = ("dataset", "architecture")
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -109,27 +125,6 @@ def decode_maps(frame: pl.DataFrame) -> "torch.Tensor":  # noqa: F821
     values = np.frombuffer(b"".join(frame["map"].to_list()), dtype="<f2").astype(np.float32)
     maps = values.reshape(frame.height, height, width) * frame["scale"].to_numpy()[:, None, None]
     return torch.from_numpy(maps)
-
-
-def run_record(run: str, config: dict[str, Any], seed: int, packages: Iterable[str] = (
-        "camgrid", "torch", "torchvision", "timm", "quantus", "ray", "polars", "pyarrow", "numpy")) -> dict[str, Any]:
-    """What a run was: its config, seed, package versions and hardware (for the ``run.json`` record)."""
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = package_metadata.version(name)
-        except package_metadata.PackageNotFoundError:
-            versions[name] = None
-    hardware: dict[str, Any] = {"host": socket.gethostname(), "platform": platform.platform(),
-                                "python": sys.version.split()[0], "cpus": os.cpu_count()}
-    try:
-        import torch
-
-        hardware["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        hardware["gpus"] = []
-    return {"run": run, "created": datetime.now(timezone.utc).isoformat(), "seed": seed, "config": config,
-            "versions": versions, "hardware": hardware}
 
 
 @dataclass(frozen=True)
@@ -217,13 +212,21 @@ class RunStore:
             return None
         return pq.read_table(path, filesystem=filesystem)
 
-    def write_record(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: RunRecord) -> None:
         filesystem, root = self._fs
-        atomic_write_bytes(filesystem, join(root, "run.json"), json.dumps(record, indent=2, default=str).encode())
+        atomic_write_bytes(filesystem, join(root, "run.json"), record.model_dump_json(indent=2).encode())
 
-    def read_record(self) -> dict[str, Any]:
+    def read_record(self) -> RunRecord:
+        """The run record; ``FileNotFoundError`` when there is none, ``ValueError`` naming the file when it
+        does not parse."""
         filesystem, root = self._fs
-        return json.loads(read_file(filesystem, join(root, "run.json")))
+        path = join(root, "run.json")
+        try:
+            return RunRecord.model_validate_json(read_file(filesystem, path))
+        except ValidationError as err:
+            problem = err.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "the record"
+            raise ValueError(f"{join(self.location, 'run.json')}: {where}: {problem['msg']}") from None
 
     # -- reading ---------------------------------------------------------------------------------
 

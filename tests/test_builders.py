@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataset_layouts as layouts
 import numpy as np
 import pytest
 
-import dataset_layouts as layouts
 from storage.builders import BUILDERS, UnknownBuilderError, build, demo_manifest
 from storage.manifest import ManifestError, decode_image, decode_mask, ground_truth_mask, read_manifest
 

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import GapLinearNet
 from torch import nn
 
 from attribution.channel_scaling import (
@@ -21,9 +22,8 @@ from attribution.channel_scaling import (
 from attribution.methods import create_method
 from attribution.methods.base import forward_pass
 from attribution.models import load_model
-from attribution.postprocess import relu, upsample
+from attribution.postprocess import scored_map
 from attribution.split import split_at
-from conftest import GapLinearNet
 from evaluation import create_metric
 
 LAYER = "features"
@@ -237,10 +237,9 @@ def test_held_out_infidelity_leaves_the_fitting_span(wide_net):
     with pytest.warns(RankDeficientWarning):
         method = create_method("expected_gradcam", reference_features=fit_pool)
         raw, weights = method.maps_and_weights(wide_net, LAYER, images, targets)
-    maps = upsample(relu(raw), images.shape[-2:])
+    maps = scored_map(raw, images.shape[-2:])
     metric = create_metric("cam_infidelity", reference_features=held_out)
-    held_out_score = metric(maps, images=images, model=wide_net, targets=targets, method=method, layer=LAYER,
-                            weights=weights)
+    held_out_score = metric(maps, images=images, model=wide_net, targets=targets, layer=LAYER, weights=weights)
     fitted_score = method.regression(wide_net, LAYER, images, targets).infidelity()
     assert (held_out_score > 1e3 * fitted_score.clamp(min=1e-12)).all()  # not zero by construction
     assert (held_out_score > 0).all()
@@ -257,9 +256,8 @@ def test_held_out_infidelity_favours_expected_gradcam_on_a_nonlinear_head(nonlin
     for name, params in (("expected_gradcam", {"reference_features": fit_pool}), ("gradcam", {})):
         method = create_method(name, **params)
         raw, weights = method.maps_and_weights(nonlinear_net, LAYER, images, targets)
-        maps = upsample(relu(raw), images.shape[-2:])
-        scores[name] = metric(maps, images=images, model=nonlinear_net, targets=targets, method=method,
-                              layer=LAYER, weights=weights)
+        maps = scored_map(raw, images.shape[-2:])
+        scores[name] = metric(maps, images=images, model=nonlinear_net, targets=targets, layer=LAYER, weights=weights)
     assert (scores["expected_gradcam"] > 0).all()
     assert scores["expected_gradcam"].mean() <= scores["gradcam"].mean()
 

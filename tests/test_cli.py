@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from attribution.channel_scaling import RankDeficientWarning
-from storage.builders import build, sample_images
 from jobs.cli import main
+from storage.builders import build, sample_images
 
 
 def test_explain_writes_an_overlay_grid(tmp_path):

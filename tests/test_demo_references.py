@@ -14,10 +14,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from storage.builders import BUILDERS, build
-from storage.builders import demo
-from storage.builders.demo import (REFERENCE_PHOTOS, SAMPLE_PHOTOS, TEXTURES, demo_references_manifest,
-                                   random_resized_box, reference_photo_path, reference_photos, sample_images)
+from storage.builders import BUILDERS, build, demo
+from storage.builders.demo import (
+    REFERENCE_PHOTOS,
+    SAMPLE_PHOTOS,
+    TEXTURES,
+    demo_references_manifest,
+    random_resized_box,
+    reference_photo_path,
+    reference_photos,
+    sample_images,
+)
 from storage.manifest import decode_image, read_manifest
 
 

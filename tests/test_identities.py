@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attribution.methods import create_method
+from attribution.methods import UnknownMethodError, create_method
+from attribution.methods.base import Attribution
 from attribution.methods.gradient import gradcam_weights
+from attribution.needs import Need
+from attribution.postprocess import relu, upsample
+from attribution.registry import Registry, UnknownNameError
+from attribution.split import is_cached, split_at
 
 LAYER = "features"
 
@@ -199,3 +204,159 @@ def test_fakecam_is_one_but_the_top_left_cell(gap_net, images):
 def test_gradcam_weights_are_mean_gradients():
     grads = torch.arange(24.0).reshape(1, 2, 3, 4)
     torch.testing.assert_close(gradcam_weights(torch.ones_like(grads), grads), torch.tensor([[5.5, 17.5]]))
+
+
+# -- methods bound to (model, layer) -------------------------------------------------------------
+
+BOUND = {
+    "gradcam": {},
+    "gradcampp": {},
+    "xgradcam": {},
+    "scorecam": {"batch_size": 4},
+    "ablationcam": {},
+    "opticam": {"iterations": 3},
+    "smoothgradcampp": {"n_samples": 3},
+    "integrated_gradcam": {"steps": 4},
+    "expected_gradcam": {"perturbation": "gaussian"},
+    "hirescam": {},
+    "layercam": {},
+    "fakecam": {},
+}
+UNWEIGHTED = {"hirescam", "layercam", "fakecam"}
+
+
+@pytest.mark.parametrize("name", list(BOUND))
+def test_bound_attribution_is_the_unbound_call(smooth_net, images, name):
+    method = create_method(name, **BOUND[name])
+    targets = torch.tensor([3, 0, 2])
+    result = method.bind(smooth_net, LAYER)(images, targets, seeds=[4, 5, 6])
+    assert isinstance(result, Attribution)
+    assert torch.equal(result.raw, method(smooth_net, LAYER, images, targets, seeds=[4, 5, 6]))
+    assert torch.equal(result.targets, targets) and not result.raw.requires_grad
+    if name in UNWEIGHTED:
+        assert result.weights is None
+        return
+    # Σ_k w_k A^k reproduces the raw map, and the unbound wrappers return the same two tensors
+    torch.testing.assert_close(result.raw, torch.einsum("bk,bkuv->buv", result.weights, activations(smooth_net, images)))
+    raw, weights = method.maps_and_weights(smooth_net, LAYER, images, targets, seeds=[4, 5, 6])
+    assert torch.equal(raw, result.raw) and torch.equal(weights, result.weights)
+    assert torch.equal(method.channel_weights(smooth_net, LAYER, images, targets, seeds=[4, 5, 6]), weights)
+    # one image at a time gives the batch's rows
+    bound = method.bind(smooth_net, LAYER)
+    for b in range(len(images)):
+        single = bound(images[b : b + 1], targets[b : b + 1], seeds=[4 + b])
+        torch.testing.assert_close(single.raw[0], result.raw[b], rtol=1e-5, atol=1e-6)
+
+
+def test_bound_attribution_resolves_top1_and_scores_upsampled_relu(gap_net, images):
+    bound = create_method("gradcam").bind(gap_net, LAYER)
+    assert bound.name == "gradcam"
+    result = bound(images)
+    assert torch.equal(result.targets, gap_net(images).argmax(1))
+    scored = result.scored((16, 16))
+    assert scored.shape == (3, 16, 16)
+    torch.testing.assert_close(scored, upsample(relu(result.raw), (16, 16)))
+    explain = bound.explainer()
+    again = explain(images, result.targets)
+    assert torch.equal(again, scored) and not again.requires_grad
+
+
+def test_expected_gradcam_attribution_carries_its_diagnostics(gap_net, images, reference):
+    method = create_method("expected_gradcam", reference=reference)
+    result = method.bind(gap_net, LAYER)(images)
+    assert result.diagnostics == method.diagnostics(gap_net, LAYER)
+    assert result.diagnostics.channels == 6
+    assert create_method("gradcam").bind(gap_net, LAYER)(images).diagnostics is None
+
+
+def test_leaving_the_binding_releases_the_split_and_the_fitted_set(gap_net, images, reference):
+    method = create_method("expected_gradcam", reference=reference)
+    with method.bind(gap_net, LAYER) as bound:
+        first = bound(images)
+        split = bound.split
+        assert is_cached(gap_net, LAYER) and split_at(gap_net, LAYER) is split
+        assert split in method._sets
+    assert not is_cached(gap_net, LAYER)
+    assert len(method._sets) == 0
+    # a later call builds both again, to the same result
+    assert torch.equal(method(gap_net, LAYER, images), first.raw)
+    assert is_cached(gap_net, LAYER)
+
+
+def test_needs_of_expected_gradcam_follow_its_perturbation():
+    data = create_method("expected_gradcam")
+    assert data.needs == frozenset({Need.FIT_REFERENCES}) and data.reference_pool == "fit"
+    for perturbation in ("gaussian", "dirac"):
+        other = create_method("expected_gradcam", perturbation=perturbation)
+        assert other.needs == frozenset() and other.reference_pool is None
+    assert create_method("gradcam").needs == frozenset() and create_method("gradcam").reference_pool is None
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("gradcam", r"method 'gradcam' has no parameter 'steps'; it takes no parameters$"),
+        ("opticam", r"method 'opticam' has no parameter 'steps'; it takes 'iterations', 'lr'$"),
+        ("scorecam", r"method 'scorecam' has no parameter 'steps'; it takes 'batch_size'$"),
+    ],
+)
+def test_unknown_parameter_lists_the_real_ones(name, message):
+    with pytest.raises(TypeError, match=message):
+        create_method(name, steps=3)
+
+
+@pytest.mark.parametrize(
+    "name, params, parameter",
+    [
+        ("opticam", {"iterations": -1}, "iterations"),
+        ("opticam", {"iterations": 2.5}, "iterations"),
+        ("opticam", {"iterations": True}, "iterations"),
+        ("opticam", {"lr": 0.0}, "lr"),
+        ("opticam", {"lr": float("nan")}, "lr"),
+        ("scorecam", {"batch_size": 0}, "batch_size"),
+        ("ablationcam", {"batch_size": -3}, "batch_size"),
+        ("integrated_gradcam", {"steps": 0}, "steps"),
+        ("integrated_gradcam", {"batch_size": False}, "batch_size"),
+        ("smoothgradcampp", {"n_samples": 0}, "n_samples"),
+        ("smoothgradcampp", {"noise": -0.1}, "noise"),
+        ("expected_gradcam", {"n_perturbations": 0}, "n_perturbations"),
+        ("expected_gradcam", {"ridge": 0}, "ridge"),
+        ("expected_gradcam", {"gaussian_std": -1.0}, "gaussian_std"),
+        ("expected_gradcam", {"eg_steps": True}, "eg_steps"),
+    ],
+)
+def test_nonsensical_parameters_are_refused_by_name(name, params, parameter):
+    with pytest.raises(ValueError, match=rf"^{parameter} must be"):
+        create_method(name, **params)
+
+
+def test_method_lookup_ignores_case_and_hyphens():
+    assert type(create_method("Integrated-GradCAM")).name == "integrated_gradcam"
+    with pytest.raises(UnknownMethodError, match=r"^unknown method 'gradcan'\. Did you mean 'gradcam'"):
+        create_method("gradcan")
+
+
+def test_the_generic_registry_serves_any_kind():
+    class UnknownThing(UnknownNameError):
+        pass
+
+    checked = []
+    things: Registry[object] = Registry("metric", error=UnknownThing, validate=checked.append)
+
+    @things.register
+    class Sparse:
+        name = "Sparse_Ness"
+
+        def __init__(self, k: int = 1, *, eps: float = 0.0):
+            self.k, self.eps = k, eps
+
+    assert checked == [Sparse] and things.names() == ["Sparse_Ness"] and "sparse-ness" in things
+    assert things.get("SPARSE-NESS") is Sparse and things.create("sparse_ness", eps=1.0).eps == 1.0
+    with pytest.raises(UnknownThing, match=r"^unknown metric 'sparse'\. Did you mean 'Sparse_Ness'\?"):
+        things.get("sparse")
+    with pytest.raises(TypeError, match=r"metric 'Sparse_Ness' has no parameter 'q'; it takes 'k', 'eps'"):
+        things.create("sparse_ness", q=2)
+    with pytest.raises(ValueError, match="registered twice"):
+        things.register(type("Again", (), {"name": "sparse-ness"}))
+    with pytest.raises(TypeError, match="class attribute name"):
+        things.register(type("Nameless", (), {}))

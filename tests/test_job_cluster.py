@@ -11,13 +11,11 @@ import math
 import os
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from jobs.evaluate import CellEvaluator
+from jobs.evaluate import evaluate_in_process, row_scores
 from jobs.pipeline import run_grid
-from jobs.plan import IMAGE_COLUMNS, plan_cells
+from jobs.plan import plan_cells
 from jobs.spec import parse_spec
 from storage.builders import build
 from storage.results import RunStore
@@ -93,8 +91,4 @@ def test_each_cell_actor_holds_one_gpu_and_results_match_in_process(cluster, tmp
 
 def in_process_scores(plan) -> dict[tuple[str, str, str], float]:
     """The cell's scores from one call of the evaluator on all its images, no Ray."""
-    wanted = {i for ids in plan.images.values() for i in ids}
-    rows = pa.concat_tables(pq.read_table(plan.files[s], columns=IMAGE_COLUMNS) for s in sorted(plan.images))
-    rows = rows.filter(pa.compute.is_in(rows.column("image_id"), value_set=pa.array(sorted(wanted))))
-    out = CellEvaluator(plan)(rows).to_pylist()
-    return {(r["image_id"], r["method"], m): r[f"score:{m}"] for r in out for m in plan.metrics}
+    return row_scores(evaluate_in_process(plan, batch_size=plan.total))

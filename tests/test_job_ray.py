@@ -133,12 +133,14 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
                 assert math.isclose(value * (len(ids) - 1), round(value * (len(ids) - 1)), abs_tol=1e-9)
     assert any(len(ids) > 1 for ids in plan.images.values())
     # the record, the cell marker, the progress lines, the rank tables
-    record = json.loads((out / "run.json").read_text())
-    assert record["metric_directions"]["deletion"] == "lower" and set(record["metric_directions"]) == set(METRICS)
-    cell = record["cells"][0]
-    assert cell["images"] == 6 and cell["references"]["fit"] == cell["references"]["held_out"] == 2
+    record = RunStore(str(out)).read_record()
+    assert json.loads((out / "run.json").read_text())["run"] == record.run
+    assert record.metric_directions["deletion"] == "lower" and set(record.metric_directions) == set(METRICS)
+    cell = record.cells[0]
+    assert cell.images == 6 and cell.references.fit == cell.references.held_out == 2
+    assert cell.model.name == "efficientnet_lite0" and cell.model.image_size == cell.model.input_size == 96
     # the M̂ diagnostics: 2 references span 3 directions of K = 1280, said before the run and recorded
-    diagnostics = cell["diagnostics"]["expected_gradcam"]
+    diagnostics = cell.diagnostics["expected_gradcam"]
     assert (diagnostics["rank"], diagnostics["channels"], diagnostics["references"]) == (3, 1280, 2)
     assert diagnostics["perturbations"] == 2560 and diagnostics["full_rank"] is False
     assert any(line.startswith("warning: demo/lite0: expected_gradcam draws M = 2560") for line in lines)
@@ -336,8 +338,8 @@ def test_the_demo_runs_expected_gradcam_at_full_rank(state, tmp_path):
     lines: list[str] = []
     run_grid(spec, tmp_path / "demo", echo=lines.append)
     store = RunStore(str(tmp_path / "demo"))
-    (cell,) = store.read_record()["cells"]
-    diagnostics = cell["diagnostics"]["expected_gradcam"]
+    (cell,) = store.read_record().cells
+    diagnostics = cell.diagnostics["expected_gradcam"]
     assert diagnostics["rank"] == diagnostics["channels"] == 1280 and diagnostics["full_rank"] is True
     assert diagnostics["references"] == 1536 and diagnostics["perturbations"] == 2560
     assert not any(line.startswith("warning:") for line in lines)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from jobs.plan import image_seed, plan_cells, regime_warnings
-from jobs.spec import SpecError, load_spec, parse_spec, preset_names
+from jobs.spec import SpecError, load_spec, parse_spec, preset_names, spec_json_schema
 from storage.builders import build
 
 
@@ -50,6 +50,29 @@ def test_every_preset_loads_and_names_the_papers_grids():
     assert {metric_class(m).category for m in demo.metrics} == set(CATEGORIES)
 
 
+def test_the_shipped_json_schema_is_the_models_and_names_every_field():
+    import json
+    from importlib import resources
+
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+
+    schema = spec_json_schema()
+    text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert resources.files("jobs").joinpath("spec.schema.json").read_text() == text  # regenerate: camgrid spec-schema
+    printed = CliRunner().invoke(main, ["spec-schema"])
+    assert printed.exit_code == 0 and json.loads(printed.output) == schema
+    top = {"name", "description", "datasets", "architectures", "methods", "metrics", "samples", "references",
+           "batch_size", "seed", "output", "paths", "resources"}
+    assert set(schema["properties"]) == top and schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"datasets", "architectures", "methods", "metrics"}
+    dataset = schema["$defs"]["DatasetSpec"]  # an entry's name is its key, not a field
+    assert set(dataset["properties"]) == {"manifest", "target", "classes", "references"}
+    assert schema["properties"]["datasets"]["additionalProperties"]["anyOf"][0] == {"$ref": "#/$defs/DatasetSpec"}
+    assert all(field.get("description") for field in dataset["properties"].values())
+
+
 def test_placeholders_fill_paths_and_cells(tmp_path):
     grid = load_spec("fine_grained_40", {"data": "s3://bucket/manifests", "checkpoints": "/ckpt"})
     dataset, arch = grid.cells[9]
@@ -81,12 +104,36 @@ def test_placeholders_fill_paths_and_cells(tmp_path):
         ({"references": 0}, "references.pool: expected an integer ≥ 1, got 0"),
         ({"references": {"size": 4}}, "references: unknown field 'size'; allowed: held_out, pool"),
         ({"datasets": {"demo": {"manifest": "m", "references": ""}}}, "datasets.demo.references: expected a non-empty"),
+        ({"datasets": {"demo": {"manifest": "m", "name": "d"}}}, "datasets.demo: unknown field 'name'; allowed: cla"),
+        ({"datasets": {"demo": {}}}, "datasets.demo: missing field 'manifest' (the images to explain"),
+        ({"datasets": {}}, "datasets: at least one entry is needed"),
+        ({"datasets": ["m"]}, "datasets: expected a mapping, got list ['m']"),
+        ({"samples": 2.5}, "samples: expected an integer ≥ 1, got 2.5"),
+        ({"seed": True}, "seed: expected an integer ≥ 0, got True"),
+        ({"resources": {"retries": -1}}, "resources.retries: expected an integer ≥ 0, got -1"),
+        ({"resources": {"gpus_per_actor": "many"}}, "resources.gpus_per_actor: expected a number ≥ 0.0 or auto, got"),
+        ({"references": {"pool": "atuo"}}, "references.pool: expected an integer ≥ 1 or auto, got 'atuo'"),
+        ({"source": "x.yaml"}, "unknown field 'source'"),
     ],
 )
 def test_bad_specs_fail_naming_the_field(change, message):
     with pytest.raises(SpecError, match="small.yaml: ") as caught:
         parse_spec(small_spec("m", **change), "small.yaml")
     assert message in str(caught.value)
+    assert "\n" not in str(caught.value) and "pydantic" not in str(caught.value)  # one line, no error URL
+
+
+def test_specs_are_frozen_and_bodies_may_be_empty():
+    spec = parse_spec(small_spec("m", architectures={"resnet18": None}, methods={"gradcam": None}), "s.yaml")
+    assert spec.architectures[0].model == "resnet18" and spec.methods == {"gradcam": {}}  # `name:` alone: defaults
+    unnamed = small_spec("m")
+    del unnamed["name"]
+    assert parse_spec(unnamed, "specs/mine.yaml", {"data": "d"}).name == "mine"  # the file's name
+    assert parse_spec(unnamed, "s.yaml", {"data": "d"}).paths == {"data": "d"}
+    with pytest.raises(ValueError, match="frozen"):
+        spec.seed = 1
+    with pytest.raises(ValueError, match="frozen"):
+        spec.datasets[0].manifest = "x"
 
 
 def test_missing_fields_and_files_are_named(tmp_path):
@@ -136,7 +183,7 @@ def test_plan_holds_references_out_and_is_deterministic(manifest):
     without = small_spec(manifest, samples=None, methods={"gradcam": {}})
     everything = plan_cells(parse_spec(without, "s.yaml"), "r")[0]
     assert everything.references is None and everything.total == 12  # nothing draws references: every image
-    assert first.map_size == (224, 224)
+    assert first.model.image_size == (224, 224) and first.model.num_classes == 1000
 
 
 def test_plan_rejects_label_spaces_that_do_not_fit(manifest):
@@ -227,7 +274,7 @@ def test_references_from_a_separate_manifest_split_into_disjoint_pools(manifest,
     plan = plan_cells(parse_spec(spec, "s.yaml"), "r", "runs/x")[0]
     pools = plan.references.pools
     assert len(pools["fit"]) == 24 and len(pools["held_out"]) == 8 and not set(pools["fit"]) & set(pools["held_out"])
-    assert plan.references.manifest == reference_manifest and plan.location == "runs/x" and plan.channels == 1280
+    assert plan.references.manifest == reference_manifest and plan.location == "runs/x" and plan.model.channels == 1280
     assert all(i.split("-")[0] != "chelsea" for i in plan.references.ids)  # crops of other photos, not the demo's
     assert plan.total == 6  # nothing is held out of the explained manifest
     again = plan_cells(parse_spec(spec, "s.yaml"), "r")[0]

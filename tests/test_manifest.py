@@ -8,8 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.manifest import (MANIFEST_SCHEMA, ManifestError, ManifestSchemaError, boxes_to_mask, decode_mask,
-                              encode_mask, read_manifest, write_manifest)
+from storage.manifest import (
+    MANIFEST_SCHEMA,
+    ManifestError,
+    ManifestSchemaError,
+    boxes_to_mask,
+    decode_mask,
+    encode_mask,
+    read_manifest,
+    write_manifest,
+)
 from storage.sampling import SampleTooSmallError, allocate, select_stratified
 
 

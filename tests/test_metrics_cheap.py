@@ -106,7 +106,7 @@ def test_bad_input_is_named(batch):
     bad[4, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="maps of samples \\[4\\] contain NaN"):
         create_metric("sparseness")(bad)
-    with pytest.raises(UnknownMetricError, match="did you mean 'sparseness'"):
+    with pytest.raises(UnknownMetricError, match="Did you mean 'sparseness'"):
         create_metric("sparsenes")
     with pytest.raises(TypeError, match="metric 'complexity'"):
         create_metric("complexity", k=3)

@@ -13,11 +13,12 @@ from torch import nn
 
 from attribution.methods import ExpectedGradCAM, GradCAM, create_method
 from attribution.methods.base import sample_generators
-from attribution.postprocess import relu, upsample
-from evaluation import create_metric
+from attribution.postprocess import scored_map
+from evaluation import Batch, create_metric
 from evaluation.metrics.faithfulness import rise_blur
 
 PER_SAMPLE = {"normalise_func": quantus.normalise_by_max, "normalise_func_kwargs": {"normalise_axes": (1, 2, 3)}}
+BLACK = (-1.0, -1.0, -1.0)  # the model's black image in its input space (what −mean/std gives)
 
 
 class ConfidentNet(nn.Module):
@@ -58,7 +59,7 @@ def gradcam_explainer(model):
     method = GradCAM()
 
     def explain(images, targets):
-        return upsample(relu(method(model, "features", images, targets)), tuple(images.shape[-2:]))
+        return scored_map(method(model, "features", images, targets), tuple(images.shape[-2:]))
 
     return explain
 
@@ -85,8 +86,8 @@ def test_pixel_flipping_and_deletion_curve_equal_quantus(plain_net, data):
     steps = 36  # 16 pixels a step: Quantus's features_in_step = 3 · 16 on RGB
     q = quantus.PixelFlipping(features_in_step=48, perturb_baseline="black", disable_warnings=True, **PER_SAMPLE)
     q_curve = quantus_call(q, net, images, maps, targets)  # (B, S): after each step
-    metric = create_metric("deletion", steps=steps)
-    curve = metric.deletion_curve(maps.double(), images, net, targets, None).numpy()
+    metric = create_metric("deletion", steps=steps, baseline="min")  # Quantus's "black": each image's minimum
+    curve = metric.deletion_curve(Batch(maps.double(), images=images, model=net, targets=targets)).numpy()
     np.testing.assert_allclose(curve[:, 1:], q_curve, rtol=1e-5, atol=1e-6)
     probabilities = net(images).softmax(1)[torch.arange(4), targets].detach().numpy()
     np.testing.assert_allclose(curve[:, 0], probabilities, rtol=1e-6)  # point 0: the image itself
@@ -97,7 +98,8 @@ def test_pixel_flipping_and_deletion_curve_equal_quantus(plain_net, data):
         maps,
         targets,
     )
-    ours = create_metric("pixel_flipping", steps=steps)(maps, images=images, model=net, targets=targets).numpy()
+    ours = create_metric("pixel_flipping", steps=steps, baseline="min")(maps, images=images, model=net,
+                                                                       targets=targets).numpy()
     np.testing.assert_allclose(ours * (q_curve.shape[1] - 1), q_auc, rtol=1e-5)
 
 
@@ -105,7 +107,8 @@ def test_faithfulness_estimate_equals_quantus(plain_net, data):
     net = plain_net
     images, maps, targets = data
     q = quantus.FaithfulnessEstimate(features_in_step=3 * 8, disable_warnings=True, **PER_SAMPLE)
-    ours = create_metric("faithfulness_estimate", steps=72)(maps, images=images, model=net, targets=targets)
+    ours = create_metric("faithfulness_estimate", steps=72, baseline="min")(maps, images=images, model=net,
+                                                                            targets=targets)
     np.testing.assert_allclose(ours.numpy(), quantus_call(q, net, images, maps, targets), rtol=1e-4, atol=1e-6)
 
 
@@ -114,7 +117,8 @@ def test_infidelity_equals_quantus(plain_net, data):
     images, maps, targets = data
     for sizes in ((4,), (4, 8)):
         q = quantus.Infidelity(perturb_patch_sizes=list(sizes), n_perturb_samples=2, disable_warnings=True)
-        ours = create_metric("infidelity", patch_sizes=sizes)(maps, images=images, model=net, targets=targets)
+        ours = create_metric("infidelity", patch_sizes=sizes, baseline="min")(maps, images=images, model=net,
+                                                                              targets=targets)
         np.testing.assert_allclose(ours.numpy(), quantus_call(q, net, images, maps, targets), rtol=1e-4)
 
 
@@ -187,7 +191,7 @@ def test_linear_model_gives_exact_deletion_and_insertion_curves():
     saliency = torch.rand(1, 4, 4, generator=g)
     target = torch.tensor([0])
     metric = create_metric("deletion", steps=16, softmax=False, baseline=0.0)
-    curve = metric.deletion_curve(saliency.double(), image, model, target, None)[0]
+    curve = metric.deletion_curve(Batch(saliency.double(), images=image, model=model, targets=target))[0]
     order = saliency.reshape(-1).argsort(descending=True)
     contribution = (image * model.weight).sum(1).reshape(-1)  # per pixel
     expected = contribution.sum() - torch.cat([torch.zeros(1), contribution[order].cumsum(0)])
@@ -197,7 +201,7 @@ def test_linear_model_gives_exact_deletion_and_insertion_curves():
     )
     assert area.item() == pytest.approx(float((expected[1:] + expected[:-1]).sum() / 2 / 16), rel=1e-5)
     insertion = create_metric("insertion", steps=16, softmax=False).insertion_curve(
-        saliency.double(), image, model, target, None
+        Batch(saliency.double(), images=image, model=model, targets=target)
     )[0]
     assert insertion[-1].item() == pytest.approx(contribution.sum().item(), rel=1e-5)  # all pixels back
     steps = torch.diff(insertion)
@@ -235,9 +239,9 @@ def test_classification_metrics_match_a_numpy_reference(plain_net, data):
     images, maps, targets = data
     maps = maps.clone()
     maps[1] = 1.0  # constant: undefined
-    cache = {}
-    kw = dict(images=images, model=net, targets=targets, cache=cache)
-    drop, increase, gain = (create_metric(n)(maps, **kw) for n in ("average_drop", "average_increase", "average_gain"))
+    batch = Batch(maps, images=images, model=net, targets=targets)
+    drop, increase, gain = (create_metric(n)(batch) for n in ("average_drop", "average_increase", "average_gain"))
+    assert list(batch.memo) == [("masked_confidence",)]  # one masked forward pass for the three
     x = images.numpy()
     s = maps.numpy()
     s = (s - s.min(axis=(1, 2), keepdims=True)) / np.where(np.ptp(s, axis=(1, 2)) > 0, np.ptp(s, axis=(1, 2)), 1)[
@@ -347,14 +351,14 @@ def test_sensitivities_share_one_set_of_reexplanations(net, data):
         return explainer(x, t)
 
     maps = explainer(images, targets)
-    cache = {}
-    kw = dict(images=images, model=net, targets=targets, explainer=counting, seeds=torch.arange(4), cache=cache)
-    worst = create_metric("max_sensitivity", nr_samples=5)(maps, **kw)
-    mean = create_metric("avg_sensitivity", nr_samples=5)(maps, **kw)
+    kw = dict(images=images, model=net, targets=targets, explainer=counting, seeds=torch.arange(4))
+    batch = Batch(maps, **kw)
+    worst = create_metric("max_sensitivity", nr_samples=5)(batch)
+    mean = create_metric("avg_sensitivity", nr_samples=5)(batch)
     assert sum(calls) == 4 * 5  # the second metric re-explained nothing
     assert (worst >= mean).all()
-    kw["cache"] = None
     torch.testing.assert_close(create_metric("avg_sensitivity", nr_samples=5)(maps, **kw), mean)
+    assert sum(calls) == 2 * 4 * 5  # a new batch of the same maps starts with its own memo
 
 
 # -- the paper's channel-level metrics ---------------------------------------------------------------------------------
@@ -367,15 +371,13 @@ def test_expected_gradcam_minimises_cam_infidelity(gap_net, images, reference):
     maps = torch.rand(3, 16, 16)  # the channel metrics read the weights, not the maps
     same_sample = create_metric("cam_infidelity", reference=reference, seed=0)  # Expected Grad-CAM's own draw
     held_out = create_metric("cam_infidelity", reference=reference, seed=1)
-    optimal = ExpectedGradCAM(reference=reference, seed=0)
-    best = same_sample(maps, method=optimal, **kw)
-    best_held_out = held_out(maps, method=optimal, **kw)
+    optimal = ExpectedGradCAM(reference=reference, seed=0).bind(gap_net, "features")(images, targets)
+    best = same_sample(maps, weights=optimal.weights, **kw)
+    best_held_out = held_out(maps, weights=optimal.weights, **kw)
     for name in WEIGHTED:
-        other = create_method(name)
-        assert (best <= same_sample(maps, method=other, **kw) + 1e-9).all(), name  # Theorem 3.10, exactly
-        assert best_held_out.mean() < held_out(maps, method=other, **kw).mean(), name
-    weights = optimal.channel_weights(gap_net, "features", images, targets)
-    torch.testing.assert_close(same_sample(maps, method=optimal, weights=weights, **kw), best)
+        other = create_method(name).channel_weights(gap_net, "features", images, targets)
+        assert (best <= same_sample(maps, weights=other, **kw) + 1e-9).all(), name  # Theorem 3.10, exactly
+        assert best_held_out.mean() < held_out(maps, weights=other, **kw).mean(), name
 
 
 def test_completeness_gap(gap_net, images, caplog):
@@ -383,19 +385,23 @@ def test_completeness_gap(gap_net, images, caplog):
     kw = dict(images=images, model=gap_net, targets=targets, layer="features")
     maps = torch.rand(3, 16, 16)
     gap = create_metric("completeness_gap")
-    complete = gap(maps, method=ExpectedGradCAM(perturbation="dirac", dirac_point=1.0), **kw)
+    dirac = ExpectedGradCAM(perturbation="dirac", dirac_point=1.0).channel_weights(gap_net, "features", images, targets)
+    complete = gap(maps, weights=dirac, **kw)
     assert complete.abs().max().item() < 1e-5  # α = I0·Δ/‖I0‖² at I0 = 1 sums to g(1) − g(0)
     with torch.no_grad():  # GAP + linear head: g(1) − g(0) = Σ_k w_k h_k, Grad-CAM's weights are w_k / (U·V)
         feats = gap_net.features(images)
         w = gap_net.fc.weight[targets]
         change = (w * feats.mean(dim=(2, 3))).sum(1)
         expected = ((w / feats[0, 0].numel()).sum(1) - change).abs() / change.abs()
-    torch.testing.assert_close(gap(maps, method=GradCAM(), **kw), expected.double(), rtol=1e-4, atol=1e-6)
+    gradcam = GradCAM().channel_weights(gap_net, "features", images, targets)
+    torch.testing.assert_close(gap(maps, weights=gradcam, **kw), expected.double(), rtol=1e-4, atol=1e-6)
+    hirescam = create_method("hirescam").bind(gap_net, "features")(images, targets)
+    assert hirescam.weights is None
     with caplog.at_level(logging.WARNING, logger="evaluation"):
-        undefined = gap(maps, method=create_method("hirescam"), **kw)
-    assert torch.isnan(undefined).all() and "HiResCAM is not a channel-weighted CAM" in caplog.text
-    with pytest.raises(ValueError, match="needs the method and its target layer"):
-        gap(maps, images=images, model=gap_net, targets=targets)
+        undefined = gap(maps, weights=hirescam.weights, **kw)
+    assert torch.isnan(undefined).all() and "the method has no channel weights" in caplog.text
+    with pytest.raises(ValueError, match="needs the method's target layer"):
+        gap(maps, images=images, model=gap_net, targets=targets, weights=gradcam)
 
 
 # -- batch invariance, seeds, NaN policy, bad input --------------------------------------------------------------------
@@ -421,7 +427,7 @@ MODEL_METRICS = {
 @pytest.mark.parametrize("name", sorted(MODEL_METRICS))
 def test_batch_invariance_and_seeds(name, net, data):
     images, maps, targets = data
-    kw = dict(model=net, explainer=gradcam_explainer(net))
+    kw = dict(model=net, explainer=gradcam_explainer(net), black=BLACK)
     metric = create_metric(name, **MODEL_METRICS[name])
     seeds = torch.tensor([3, 1, 4, 1])
     whole = metric(maps, images=images, targets=targets, seeds=seeds, **kw)
@@ -446,7 +452,7 @@ def test_nan_policy_for_model_metrics(net, data, caplog):
     explainer = gradcam_explainer(net)
     zero = maps.clone()
     zero[2] = 0
-    kw = dict(images=images, model=net, targets=targets, explainer=explainer, seeds=torch.arange(4))
+    kw = dict(images=images, model=net, targets=targets, explainer=explainer, seeds=torch.arange(4), black=BLACK)
     with caplog.at_level(logging.WARNING, logger="evaluation"):
         sensitivity = create_metric("max_sensitivity", nr_samples=2)(zero, **kw)
         estimate = create_metric("faithfulness_estimate", steps=24)(zero, **kw)
@@ -472,6 +478,12 @@ def test_bad_input_to_model_metrics_is_named(net, data):
     with pytest.raises(ValueError, match="needs an explainer"):
         create_metric("max_sensitivity")(maps, images=images, model=net, targets=targets)
     with pytest.raises(ValueError, match="unknown baseline 'white'"):
-        create_metric("deletion", baseline="white")(maps, images=images, model=net, targets=targets)
+        create_metric("deletion", baseline="white")
     with pytest.raises(ValueError, match="baseline has 2 values for 3 channels"):
         create_metric("pixel_flipping", baseline=(0.0, 1.0))(maps, images=images, model=net, targets=targets)
+    with pytest.raises(ValueError, match="deletion needs the model's black image"):
+        create_metric("deletion")(maps, images=images, model=net, targets=targets)
+    with pytest.raises(ValueError, match="steps must be an integer ≥ 1; got 2.5"):
+        create_metric("deletion", steps=2.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'seed'"):
+        create_metric("max_sensitivity")(maps, images=images, model=net, targets=targets, seed=3)

@@ -6,9 +6,11 @@ import pytest
 import torch
 import torchvision
 
+from attribution.layout import TokenLayout
+from attribution.methods import create_method
 from attribution.models import ARCHITECTURES, WeightsUnavailableError, imagenet_categories, load_model
-from storage.builders import SAMPLE_PHOTOS, sample_images
 from attribution.split import split_at
+from storage.builders import SAMPLE_PHOTOS, sample_images
 
 PAPER_CHANNELS = {
     "vgg16": 512, "alexnet": 256, "resnet18": 512, "resnet50": 2048, "densenet121": 1024,
@@ -115,3 +117,47 @@ def test_any_timm_model_by_name_with_a_user_layer():
     loaded = load_model("timm:resnet10t", layer="layer4", weights="none")
     maps = split_at(loaded.model, loaded.layer).features(torch.randn(1, 3, 96, 96))[0]
     assert maps.shape[1] == 512
+
+
+class TinyTokenNet(torch.nn.Module):
+    """A class token and a 2×2 grid of patch tokens (target ``block``), then a mean-token head."""
+
+    def __init__(self, width: int = 4, classes: int = 3):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, width, 4, stride=4)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, width))
+        self.block = torch.nn.Linear(width, width)
+        self.fc = torch.nn.Linear(width, classes)
+
+    def tokens(self, x):
+        patches = self.patch(x).flatten(2).transpose(1, 2)
+        return torch.cat([self.cls.expand(x.shape[0], -1, -1), patches], dim=1)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.block(self.tokens(x))).mean(dim=1))
+
+
+def _gradcam_by_hand(net, x, targets, layout):
+    tokens = net.block(net.tokens(x)).detach().requires_grad_(True)
+    score = net.fc(torch.tanh(tokens).mean(dim=1)).gather(1, targets[:, None]).sum()
+    (grads,) = torch.autograd.grad(score, tokens)
+    maps, grad_maps = layout.to_maps(tokens.detach()), layout.to_maps(grads)
+    return torch.einsum("bk,bkuv->buv", grad_maps.mean(dim=(2, 3)), maps)
+
+
+def test_one_layer_under_two_layouts_gives_two_views():
+    torch.manual_seed(0)
+    net = TinyTokenNet().eval()
+    x, targets = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
+    grid = TokenLayout(prefix=1, grid=(2, 2))  # the patch tokens
+    strip = TokenLayout(prefix=0, grid=(1, 5))  # every token, the class token first
+    method = create_method("gradcam")
+    on_grid = method.bind(net, "block", grid)(x, targets).raw
+    on_strip = method.bind(net, "block", strip)(x, targets).raw
+    assert on_grid.shape == (2, 2, 2) and on_strip.shape == (2, 1, 5)
+    torch.testing.assert_close(on_grid, _gradcam_by_hand(net, x, targets, grid))
+    torch.testing.assert_close(on_strip, _gradcam_by_hand(net, x, targets, strip))
+    assert split_at(net, "block", grid).layout == grid and split_at(net, "block", strip).layout == strip
+    # the unbound call honours its layout too, in either order
+    torch.testing.assert_close(method(net, "block", x, targets, layout=grid), on_grid)
+    assert method(net, "block", x, targets, layout=TokenLayout(prefix=1, grid=(1, 4))).shape == (2, 1, 4)

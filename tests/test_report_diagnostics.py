@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 from storage.ranking import diagnostics_frame, rank_tables
+from storage.record import CellRecord, run_record
 from storage.report import write_report
-from storage.results import SCORES_SCHEMA, RunStore, run_record, saliency_table
+from storage.results import SCORES_SCHEMA, RunStore, saliency_table
 
 DIRECTIONS = {"insertion": "higher", "deletion": "lower"}
 CELLS = [("cub200", "resnet50"), ("pets", "vgg16")]
@@ -29,12 +30,11 @@ UNMARKED = ["ranks_dataset_cub200", "ranks_architecture_resnet50"]
 
 def make_run(path, diagnostics: bool = True):
     store = RunStore(path)
-    record = run_record("r", {}, seed=0)
-    record["metric_directions"] = DIRECTIONS
-    record["cells"] = [{"dataset": d, "architecture": a, "images": 2} for d, a in CELLS]
+    cells = [CellRecord(dataset=d, architecture=a, images=2) for d, a in CELLS]
+    record = run_record("r", {}, seed=0, metric_directions=DIRECTIONS, cells=cells)
     if diagnostics:
-        record["cells"][0]["diagnostics"] = {"expected_gradcam": FULL}
-        record["cells"][1]["diagnostics"] = {"expected_gradcam": DEFICIENT}
+        record = record.with_diagnostics(*CELLS[0], {"expected_gradcam": FULL})
+        record = record.with_diagnostics(*CELLS[1], {"expected_gradcam": DEFICIENT})
     store.write_record(record)
     for k, (dataset, architecture) in enumerate(CELLS):
         rows = [{"run": "r", "method": m, "image_id": str(i), "target": 0, "metric": metric,
@@ -108,9 +108,7 @@ def test_a_run_without_diagnostics_reports_as_before(tmp_path):
         assert read(out, name, "csv") == table.to_csv()
         assert "†" not in read(out, name, "md") + read(out, name, "csv") + read(out, name, "tex")
     # the same with no "cells" at all and with explicit directions and no record
-    record = store.read_record()
-    del record["cells"]
-    store.write_record(record)
+    store.write_record(store.read_record().model_copy(update={"cells": []}))
     assert set(write_report(tmp_path / "run", tmp_path / "again")) == set(written)
     (tmp_path / "run" / "run.json").unlink()
     assert set(write_report(tmp_path / "run", tmp_path / "bare", DIRECTIONS)) == set(written)
@@ -118,9 +116,7 @@ def test_a_run_without_diagnostics_reports_as_before(tmp_path):
 
 def test_full_rank_everywhere_gives_the_table_but_no_marks(tmp_path):
     store = make_run(tmp_path / "run")
-    record = store.read_record()
-    record["cells"][1]["diagnostics"] = {"expected_gradcam": FULL}
-    store.write_record(record)
+    store.write_record(store.read_record().with_diagnostics(*CELLS[1], {"expected_gradcam": FULL}))
     written = write_report(tmp_path / "run")
     assert written["diagnostics"]
     assert all("†" not in p.read_text() for name, paths in written.items() if name != "diagnostics" for p in paths)
@@ -130,12 +126,13 @@ def test_note_counts_only_included_cells_and_names_at_most_three():
     datasets = [f"d{k}" for k in range(5)]
     scores = pl.DataFrame([{"dataset": d, "architecture": "a", "method": m, "metric": "ins", "value": 0.5}
                            for d in datasets for m in ("egc", "gc")])
-    cells = [{"dataset": d, "architecture": "a",
-              "diagnostics": {"egc": {**DEFICIENT, "rank": 10 + k, "full_rank": k == 0}}}
+    cells = [CellRecord(dataset=d, architecture="a", images=1,
+                        diagnostics={"egc": {**DEFICIENT, "rank": 10 + k, "full_rank": k == 0}})
              for k, d in enumerate(datasets)]
-    cells.append({"dataset": "unscored", "architecture": "a", "diagnostics": {"egc": DEFICIENT}})
-    cells.append({"dataset": "d0", "architecture": "b", "diagnostics": {"gc": DEFICIENT}})  # no scores there
-    cells.append({"dataset": "d9", "architecture": "a", "diagnostics": {"egc": {**FULL, "full_rank": None}}})
+    cells.append(CellRecord(dataset="unscored", architecture="a", images=1, diagnostics={"egc": DEFICIENT}))
+    cells.append(CellRecord(dataset="d0", architecture="b", images=1, diagnostics={"gc": DEFICIENT}))  # no scores
+    cells.append(CellRecord(dataset="d9", architecture="a", images=1,
+                            diagnostics={"egc": {**FULL, "full_rank": None}}))
     frame = diagnostics_frame(cells)
     assert frame.filter(pl.col("dataset") == "d9")["full_rank"].to_list() == [True]  # no flag: rank == K
     frame = frame.filter(pl.col("dataset") != "d9")
@@ -153,8 +150,8 @@ def test_note_counts_only_included_cells_and_names_at_most_three():
 
 
 def test_diagnostics_frame_of_cells_without_diagnostics_is_empty():
-    frame = diagnostics_frame([{"dataset": "d", "architecture": "a"}, {"dataset": "e", "architecture": "a",
-                                                                        "diagnostics": {}}])
+    frame = diagnostics_frame([CellRecord(dataset="d", architecture="a", images=1),
+                               CellRecord(dataset="e", architecture="a", images=1, diagnostics={})])
     assert frame.height == 0 and frame.schema["full_rank"] == pl.Boolean
-    with pytest.raises(KeyError):
-        diagnostics_frame([{"architecture": "a", "diagnostics": {"egc": FULL}}])
+    with pytest.raises(ValueError, match="dataset"):
+        CellRecord(architecture="a", images=1, diagnostics={"egc": FULL})

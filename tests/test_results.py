@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from storage.results import SCORES_SCHEMA, RunStore, run_record, saliency_table
+from storage.record import run_record
+from storage.results import SCORES_SCHEMA, RunStore, saliency_table
 
 
 def shard_tables(run: str, shard: int, methods=("gradcam", "egc"), metrics=("insertion", "sparseness"), value=0.5):
@@ -76,9 +77,13 @@ def test_run_record_and_cell_markers(tmp_path):
     record = run_record("r1", {"methods": ["gradcam"]}, seed=3)
     store.write_record(record)
     again = store.read_record()
-    assert again["seed"] == 3 and again["config"] == {"methods": ["gradcam"]}
-    assert torch.__version__.startswith(again["versions"]["torch"].split("+")[0])
-    assert {"host", "python", "cpus", "gpus"} <= set(again["hardware"])
+    assert again == record and again.seed == 3 and again.config == {"methods": ["gradcam"]}
+    assert torch.__version__.startswith(again.versions["torch"].split("+")[0])
+    assert {"host", "python", "cpus", "gpus"} <= set(again.hardware)
+    (tmp_path / "run" / "run.json").write_text('{"run": "r1", "created": "now", "seed": "three"}')
+    with pytest.raises(ValueError, match=r"run\.json: seed: Input should be a valid integer"):
+        store.read_record()
+    store.write_record(record)
     assert store.cell_done("cub200", "vgg16") is None
     store.mark_cell_done("cub200", "vgg16", {"images": 500})
     assert store.cell_done("cub200", "vgg16") == {"images": 500}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataset_layouts as layouts
 import numpy as np
 import pyarrow as pa
 from click.testing import CliRunner
 
-import dataset_layouts as layouts
 from jobs.cli import main
-from storage.results import SCORES_SCHEMA, RunStore, run_record, saliency_table
+from storage.record import run_record
+from storage.results import SCORES_SCHEMA, RunStore, saliency_table
 
 
 def test_manifest_build_and_show(tmp_path):
@@ -36,9 +37,7 @@ def test_manifest_errors_name_the_problem(tmp_path):
 
 def test_report_uses_the_directions_in_the_run_record(tmp_path):
     store = RunStore(tmp_path / "run")
-    record = run_record("r", {}, seed=0)
-    record["metric_directions"] = {"insertion": "higher", "deletion": "lower"}
-    store.write_record(record)
+    store.write_record(run_record("r", {}, seed=0, metric_directions={"insertion": "higher", "deletion": "lower"}))
     rows = [{"run": "r", "method": m, "image_id": str(i), "target": 0, "metric": metric, "value": v, "seconds": 0.0}
             for i in range(2) for m, metric, v in [("gradcam", "insertion", 0.4), ("egc", "insertion", 0.6),
                                                    ("gradcam", "deletion", 0.2), ("egc", "deletion", 0.3)]]

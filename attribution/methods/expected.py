@@ -61,16 +61,17 @@ from attribution.channel_scaling import (
     Diagnostics,
     PerturbationSet,
     SecondMoment,
+    check_reference_pool,
     data_aware_perturbations,
     dirac_perturbation,
     gaussian_perturbations,
-    check_reference_pool,
     pool_features,
 )
 from attribution.layout import FeatureLayout
 from attribution.methods.base import (
+    ChannelWeights,
     LayerPass,
-    ReferencePool,
+    Seeds,
     Targets,
     WeightedCAM,
     check_images,
@@ -78,7 +79,9 @@ from attribution.methods.base import (
     sample_generators,
 )
 from attribution.methods.registry import register
-from attribution.split import LayerSplit, split_at
+from attribution.needs import Need
+from attribution.params import integer, non_negative, number, positive
+from attribution.split import LayerSplit
 
 __all__ = ["ExpectedGradCAM", "Regression", "cam_infidelity"]
 
@@ -103,6 +106,7 @@ class Regression:
     perturbations: Tensor  # (M, K): I_m (float64)
     deltas: Tensor  # (B, M): g(z0) − g(z0 − I_m) (or its Expected-Gradients estimate), float64
     diagnostics: Diagnostics
+    targets: Tensor  # (B,): the classes explained
 
     def infidelity(self, weights: Tensor | None = None) -> Tensor:
         """Eq. 14 of ``weights`` (default: α*) on this regression's perturbation sample."""
@@ -118,7 +122,7 @@ class _FittedSet:
     reference_sq_norms: Tensor | None = None  # (R,) ‖h(x')‖²
 
 
-@register("expected_gradcam")
+@register
 class ExpectedGradCAM(WeightedCAM):
     """Expected Grad-CAM: infidelity-optimal channel weights (see the module docstring).
 
@@ -141,6 +145,8 @@ class ExpectedGradCAM(WeightedCAM):
         seed: seed of the perturbation set (and, with per-image seeds, of the EG baselines).
     """
 
+    name = "expected_gradcam"
+
     def __init__(
         self,
         reference: Tensor | None = None,
@@ -158,29 +164,35 @@ class ExpectedGradCAM(WeightedCAM):
         batch_size: int = 64,
         fast_path: bool = True,
         seed: int = 0,
-    ):
+    ) -> None:
         if perturbation not in ("data", "gaussian", "dirac"):
             raise ValueError(f"unknown perturbation distribution {perturbation!r}; use 'data', 'gaussian' or 'dirac'")
         if estimator not in ("closed_form", "expected_gradients"):
             raise ValueError(f"unknown estimator {estimator!r}; use 'closed_form' or 'expected_gradients'")
         check_reference_pool(reference, reference_features)
-        for name, value, low in (("n_perturbations", n_perturbations, 1), ("eg_baselines", eg_baselines, 1),
-                                 ("eg_steps", eg_steps, 1), ("batch_size", batch_size, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ValueError(f"{name} must be an integer ≥ {low}; got {value!r}")
-        if not ridge > 0:
-            raise ValueError(f"ridge must be positive; got {ridge!r}")
+        if not isinstance(dirac_point, Tensor):
+            number("dirac_point", dirac_point)
+        if not isinstance(fast_path, bool):
+            raise TypeError(f"fast_path must be True or False; got {fast_path!r}")
         self.reference, self.reference_features = reference, reference_features
-        self.perturbation, self.n_perturbations, self.ridge = perturbation, n_perturbations, ridge
-        self.gaussian_mean, self.gaussian_std, self.dirac_point = gaussian_mean, gaussian_std, dirac_point
-        self.estimator, self.eg_baselines, self.eg_steps, self.eg_sigma = estimator, eg_baselines, eg_steps, eg_sigma
-        self.batch_size, self.fast_path, self.seed = batch_size, fast_path, seed
+        self.perturbation = perturbation
+        self.n_perturbations = integer("n_perturbations", n_perturbations, 1, optional=True)
+        self.ridge = positive("ridge", ridge)
+        self.gaussian_mean = number("gaussian_mean", gaussian_mean)
+        self.gaussian_std = non_negative("gaussian_std", gaussian_std)
+        self.dirac_point = dirac_point
+        self.estimator = estimator
+        self.eg_baselines = integer("eg_baselines", eg_baselines, 1)
+        self.eg_steps = integer("eg_steps", eg_steps, 1)
+        self.eg_sigma = non_negative("eg_sigma", eg_sigma)
+        self.batch_size = integer("batch_size", batch_size, 1)
+        self.fast_path, self.seed = fast_path, integer("seed", seed)
         self._sets: weakref.WeakKeyDictionary[LayerSplit, _FittedSet] = weakref.WeakKeyDictionary()
 
     @property
-    def reference_pool(self) -> ReferencePool | None:
+    def needs(self) -> frozenset[Need]:
         """Data-aware perturbations draw from the dataset's fitting pool; the Gaussian and Dirac cases do not."""
-        return "fit" if self.perturbation == "data" else None
+        return frozenset({Need.FIT_REFERENCES}) if self.perturbation == "data" else frozenset()
 
     def __repr__(self) -> str:
         if self.reference is not None:
@@ -202,27 +214,30 @@ class ExpectedGradCAM(WeightedCAM):
         images: Tensor,
         targets: Targets = None,
         *,
-        seeds=None,
+        seeds: Seeds = None,
         layout: FeatureLayout | None = None,
     ) -> Regression:
         """The weights together with the perturbation sample and differences they were fitted on."""
         check_images(images)
-        return self._regress(split_at(model, layer, layout), images, targets, seeds)
+        return self._regress(self.bind(model, layer, layout).split, images, targets, seeds)
 
     def diagnostics(
         self, model: nn.Module, layer: str, *, layout: FeatureLayout | None = None, device: torch.device | None = None
     ) -> Diagnostics:
         """``M``, ``K``, distinct references, rank and condition number of this method's ``M̂`` for (model, layer)."""
-        split = split_at(model, layer, layout)
+        split = self.bind(model, layer, layout).split
         device = device or next(model.parameters()).device
         return self._fitted_set(split, self._channels(split, model, device), device).moment.diagnostics
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         fit = self._regress(split, images, targets, seeds)
-        return fit.weights, fit.maps
+        return ChannelWeights(fit.weights, fit.maps, fit.targets, fit.diagnostics)
+
+    def _release(self, split: LayerSplit) -> None:
+        self._sets.pop(split, None)
 
     # -- the regression -----------------------------------------------------------------------
-    def _regress(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> Regression:
+    def _regress(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> Regression:
         base = forward_pass(split, images, targets)
         fitted = self._fitted_set(split, base.maps.shape[1], images.device)
         if fitted.reference is not None:
@@ -244,9 +259,11 @@ class ExpectedGradCAM(WeightedCAM):
             weights = gradient @ fitted.moment.projection.T  # α* = P ∂g/∂z, exact for an affine g
         else:
             weights = fitted.moment.solve(deltas @ I / I.shape[0])  # (M̂ + λI)⁻¹ (1/M) Σ_m Δ_m I_m
-        return Regression(weights.to(base.feats.dtype), base.maps, I, deltas, fitted.moment.diagnostics)
+        return Regression(weights.to(base.feats.dtype), base.maps, I, deltas, fitted.moment.diagnostics, base.targets)
 
-    def _expected_gradient_deltas(self, g: ChannelScaling, base: LayerPass, I: Tensor, generators) -> Tensor:
+    def _expected_gradient_deltas(
+        self, g: ChannelScaling, base: LayerPass, I: Tensor, generators: list[torch.Generator]
+    ) -> Tensor:
         """``⟨I_m, φ^EG_m⟩``: Expected Gradients of ``g`` from ``z' = z0 − I_m + σε`` to ``z0`` (eqs. 17, 21)."""
         b, device, dtype = base.feats.shape[0], base.feats.device, base.feats.dtype
         m_total, k = I.shape
@@ -317,6 +334,10 @@ class ExpectedGradCAM(WeightedCAM):
             raise ValueError("second_moment without a model needs reference_features")
         features = None if self.reference_features is None else self.reference_features.detach().float().cpu()
         return SecondMoment.of(self._perturbations(channels, features), self.ridge, warn=warn)
+
+    def fit_diagnostics(self, channels: int) -> Diagnostics | None:
+        """The diagnostics of ``M̂`` (:meth:`second_moment`), without warning."""
+        return self.second_moment(channels, warn=False).diagnostics
 
     def _reference_pool(self, split: LayerSplit, device: torch.device) -> Tensor:
         features = pool_features(split, self.reference, self.reference_features, device)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from attribution.methods.base import CAMMethod, Targets, WeightedCAM, gradient_pass
+from attribution.methods.base import Attribution, CAMMethod, ChannelWeights, Seeds, Targets, WeightedCAM, gradient_pass
 from attribution.methods.registry import register
+from attribution.numerics import safe_divide
 from attribution.split import LayerSplit
 
 __all__ = [
     "GradCAM",
     "GradCAMPlusPlus",
-    "XGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "XGradCAM",
     "gradcam_weights",
     "gradcampp_weights",
 ]
@@ -34,57 +34,66 @@ def gradcampp_weights(maps: Tensor, grads: Tensor) -> Tensor:
     """
     g2 = grads.pow(2)
     denom = 2 * g2 + maps.sum(dim=(2, 3), keepdim=True) * g2 * grads
-    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+    alpha = safe_divide(g2, denom)
     return (alpha * grads.clamp(min=0)).sum(dim=(2, 3))
 
 
-@register("gradcam")
+@register
 class GradCAM(WeightedCAM):
     """Grad-CAM (Selvaraju et al., ICCV 2017, eq. 1–2): ``Σ_k α_k A^k``, α the mean gradient."""
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    name = "gradcam"
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         p = gradient_pass(split, images, targets)
-        return gradcam_weights(p.maps, p.grad_maps), p.maps
+        return ChannelWeights(gradcam_weights(p.maps, p.grad_maps), p.maps, p.targets)
 
 
-@register("gradcampp")
+@register
 class GradCAMPlusPlus(WeightedCAM):
     """Grad-CAM++ (Chattopadhay et al., WACV 2018); weights from :func:`gradcampp_weights`."""
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    name = "gradcampp"
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         p = gradient_pass(split, images, targets)
-        return gradcampp_weights(p.maps, p.grad_maps), p.maps
+        return ChannelWeights(gradcampp_weights(p.maps, p.grad_maps), p.maps, p.targets)
 
 
-@register("xgradcam")
+@register
 class XGradCAM(WeightedCAM):
     """XGrad-CAM (Fu et al., BMVC 2020, eq. 9): ``w_k = Σ_uv (A^k_uv / Σ_ab A^k_ab) ∂y^c/∂A^k_uv``.
 
     A channel whose activations sum to zero gets weight 0 (the ratio is undefined there).
     """
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    name = "xgradcam"
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         p = gradient_pass(split, images, targets)
         maps, grads = p.maps, p.grad_maps
         total = maps.sum(dim=(2, 3))
-        safe = torch.where(total != 0, total, torch.ones_like(total))
-        weights = torch.where(total != 0, (maps * grads).sum(dim=(2, 3)) / safe, torch.zeros_like(total))
-        return weights, maps
+        weights = safe_divide((maps * grads).sum(dim=(2, 3)), total)
+        return ChannelWeights(weights, maps, p.targets)
 
 
-@register("hirescam")
+@register
 class HiResCAM(CAMMethod):
     """HiRes-CAM (Draelos & Carin 2020, eq. 5): ``Σ_k ∂y^c/∂A^k ⊙ A^k`` (element-wise)."""
 
-    def _maps(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> Tensor:
+    name = "hirescam"
+
+    def _attribute(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> Attribution:
         p = gradient_pass(split, images, targets)
-        return (p.grad_maps * p.maps).sum(dim=1)
+        return Attribution((p.grad_maps * p.maps).sum(dim=1), p.targets, None)
 
 
-@register("layercam")
+@register
 class LayerCAM(CAMMethod):
     """LayerCAM (Jiang et al., TIP 2021, eq. 6–7): ``Σ_k ReLU(∂y^c/∂A^k) ⊙ A^k``."""
 
-    def _maps(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> Tensor:
+    name = "layercam"
+
+    def _attribute(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> Attribution:
         p = gradient_pass(split, images, targets)
-        return (p.grad_maps.clamp(min=0) * p.maps).sum(dim=1)
+        return Attribution((p.grad_maps.clamp(min=0) * p.maps).sum(dim=1), p.targets, None)

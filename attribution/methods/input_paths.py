@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attribution.methods.base import Targets, WeightedCAM, gradient_pass, sample_generators
+from attribution.methods.base import ChannelWeights, Seeds, Targets, WeightedCAM, gradient_pass, sample_generators
 from attribution.methods.registry import register
+from attribution.numerics import safe_divide
+from attribution.params import integer, non_negative
 from attribution.split import LayerSplit
 
-__all__ = ["SmoothGradCAMPlusPlus", "IntegratedGradCAM"]
+__all__ = ["IntegratedGradCAM", "SmoothGradCAMPlusPlus"]
 
 
 def _gradient_sums(split: LayerSplit, copies: Tensor, targets: Tensor, batch_size: int, powers: int) -> list[Tensor]:
@@ -27,7 +29,7 @@ def _gradient_sums(split: LayerSplit, copies: Tensor, targets: Tensor, batch_siz
     return sums
 
 
-@register("smoothgradcampp")
+@register
 class SmoothGradCAMPlusPlus(WeightedCAM):
     """Smooth Grad-CAM++ (Omeiza et al. 2019, Sec. 3): Grad-CAM++ with the first, second and
     third derivatives replaced by their means over ``n_samples`` noisy inputs
@@ -39,12 +41,15 @@ class SmoothGradCAMPlusPlus(WeightedCAM):
     with ``A`` the activations of the clean image.
     """
 
-    def __init__(self, n_samples: int = 20, noise: float = 0.15, batch_size: int = 64, seed: int = 0):
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
-        self.n_samples, self.noise, self.batch_size, self.seed = n_samples, noise, batch_size, seed
+    name = "smoothgradcampp"
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    def __init__(self, n_samples: int = 20, noise: float = 0.15, batch_size: int = 64, seed: int = 0) -> None:
+        self.n_samples = integer("n_samples", n_samples, 1)
+        self.noise = non_negative("noise", noise)
+        self.batch_size = integer("batch_size", batch_size, 1)
+        self.seed = integer("seed", seed)
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         clean = gradient_pass(split, images, targets)
         scale = (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3))) * self.noise
         noise = torch.stack(
@@ -54,11 +59,11 @@ class SmoothGradCAMPlusPlus(WeightedCAM):
         d1, d2, d3 = (s / self.n_samples for s in _gradient_sums(split, copies, clean.targets, self.batch_size, 3))
         maps = clean.maps
         denom = 2 * d2 + maps.sum(dim=(2, 3), keepdim=True) * d3
-        alpha = torch.where(denom != 0, d2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(d2))
-        return (alpha * d1.clamp(min=0)).sum(dim=(2, 3)), maps
+        alpha = safe_divide(d2, denom)
+        return ChannelWeights((alpha * d1.clamp(min=0)).sum(dim=(2, 3)), maps, clean.targets)
 
 
-@register("integrated_gradcam")
+@register
 class IntegratedGradCAM(WeightedCAM):
     """Integrated Grad-CAM (Sattarzadeh et al., ICASSP 2021): Grad-CAM's gradient term replaced
     by its path integral along the straight input path ``x_j = x' + (j/m)(x − x')``:
@@ -71,12 +76,13 @@ class IntegratedGradCAM(WeightedCAM):
     Grad-CAM is the integrated gradient of ``g(z)`` from ``z' = A(x')/A(x)`` to ``z0 = 1``.
     """
 
-    def __init__(self, steps: int = 25, batch_size: int = 64):
-        if steps < 1:
-            raise ValueError(f"steps must be ≥ 1, got {steps}")
-        self.steps, self.batch_size = steps, batch_size
+    name = "integrated_gradcam"
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    def __init__(self, steps: int = 25, batch_size: int = 64) -> None:
+        self.steps = integer("steps", steps, 1)
+        self.batch_size = integer("batch_size", batch_size, 1)
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         end = gradient_pass(split, images, targets)
         baseline = torch.zeros_like(images)
         with torch.no_grad():
@@ -85,4 +91,4 @@ class IntegratedGradCAM(WeightedCAM):
         path = baseline[:, None] + t[None, :, None, None, None] * (images - baseline)[:, None]
         (grad_sum,) = _gradient_sums(split, path, end.targets, self.batch_size, 1)
         weights = (grad_sum / self.steps * (end.maps - start_maps)).sum(dim=(2, 3))
-        return weights, end.maps
+        return ChannelWeights(weights, end.maps, end.targets)

@@ -6,15 +6,16 @@ import torch
 from torch import Tensor
 
 from attribution.channel_scaling import ChannelScaling
-from attribution.methods.base import CAMMethod, Targets, WeightedCAM, forward_pass
+from attribution.methods.base import Attribution, CAMMethod, ChannelWeights, Seeds, Targets, WeightedCAM, forward_pass
 from attribution.methods.registry import register
+from attribution.params import integer, positive
 from attribution.postprocess import minmax_normalize, upsample
 from attribution.split import LayerSplit
 
-__all__ = ["ScoreCAM", "AblationCAM", "OptiCAM", "FakeCAM"]
+__all__ = ["AblationCAM", "FakeCAM", "OptiCAM", "ScoreCAM"]
 
 
-@register("scorecam")
+@register
 class ScoreCAM(WeightedCAM):
     """Score-CAM (Wang et al., CVPRW 2020, eq. 4–6 and Sec. 4.1): each channel's map, upsampled
     and min-max normalised to ``H^k``, masks the input; its weight is the softmax probability of
@@ -24,8 +25,10 @@ class ScoreCAM(WeightedCAM):
     forward pass, the only saving over the definition (exact, and large after a ReLU layer).
     """
 
-    def __init__(self, batch_size: int = 64):
-        self.batch_size = batch_size
+    name = "scorecam"
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = integer("batch_size", batch_size, 1)
 
     def channel_logits(self, split: LayerSplit, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor, Tensor]:
         """``(logits of x ⊙ H^k (B, K, classes), maps (B, K, U, V), targets (B,))``."""
@@ -44,24 +47,26 @@ class ScoreCAM(WeightedCAM):
                 logits[idx] = split.head(*split.features(images[idx // k] * masks[:, None]))
         return logits.reshape(b, k, -1), maps, base.targets
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         logits, maps, resolved = self.channel_logits(split, images, targets)
         probs = logits.softmax(dim=2)
         weights = probs.gather(2, resolved[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)
-        return weights, maps
+        return ChannelWeights(weights, maps, resolved)
 
 
-@register("ablationcam")
+@register
 class AblationCAM(WeightedCAM):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020, eq. 3): ``w_k = (y^c − y^c_k) / y^c`` where
     ``y^c_k`` is the target score with channel ``k`` of the target layer set to zero. Only the
     network after the target layer is re-run (``K`` suffix passes, batched; on pooled vectors when the
     suffix starts with a global average pool, :class:`~attribution.channel_scaling.ChannelScaling`)."""
 
-    def __init__(self, batch_size: int = 256):
-        self.batch_size = batch_size
+    name = "ablationcam"
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    def __init__(self, batch_size: int = 256) -> None:
+        self.batch_size = integer("batch_size", batch_size, 1)
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         base = forward_pass(split, images, targets)
         b, k = base.maps.shape[:2]
         g = ChannelScaling(split, base.feats, base.live, base.layout, base.targets, chunk=self.batch_size)
@@ -73,10 +78,10 @@ class AblationCAM(WeightedCAM):
             for start in range(0, k, per_chunk):
                 z = 1 - eye[start : start + per_chunk]  # (P, K): channel start+p switched off
                 ablated[:, start : start + z.shape[0]] = g.scores(z)
-        return (score[:, None] - ablated) / score[:, None], base.maps
+        return ChannelWeights((score[:, None] - ablated) / score[:, None], base.maps, base.targets)
 
 
-@register("opticam")
+@register
 class OptiCAM(WeightedCAM):
     """Opti-CAM (Zhang et al., CVIU 2024, eq. 5–8): weights ``w = softmax(u)`` that maximise the
     target logit of the input masked by the upsampled, max-min normalised map:
@@ -87,10 +92,13 @@ class OptiCAM(WeightedCAM):
     optimised jointly but independently (the loss is a sum and Adam is element-wise).
     """
 
-    def __init__(self, iterations: int = 50, lr: float = 0.1):
-        self.iterations, self.lr = iterations, lr
+    name = "opticam"
 
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> tuple[Tensor, Tensor]:
+    def __init__(self, iterations: int = 50, lr: float = 0.1) -> None:
+        self.iterations = integer("iterations", iterations, 0)
+        self.lr = positive("lr", lr)
+
+    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
         base = forward_pass(split, images, targets)
         maps = base.maps
         u = torch.zeros(maps.shape[:2], device=images.device, dtype=maps.dtype, requires_grad=True)
@@ -103,16 +111,19 @@ class OptiCAM(WeightedCAM):
                 loss = -base.target_scores(logits).sum()
                 (u.grad,) = torch.autograd.grad(loss, u)  # no gradients for the model's parameters
                 optimizer.step()
-        return u.detach().softmax(dim=1), maps
+        return ChannelWeights(u.detach().softmax(dim=1), maps, base.targets)
 
 
-@register("fakecam")
+@register
 class FakeCAM(CAMMethod):
     """Fake-CAM (Zhang et al., CVIU 2024, Sec. 5.2): the sanity baseline that scores near-perfect
     Average Drop/Increase while explaining nothing: 1 everywhere but 0 at the top-left cell."""
 
-    def _maps(self, split: LayerSplit, images: Tensor, targets: Targets, seeds) -> Tensor:
-        maps = forward_pass(split, images, targets).maps
+    name = "fakecam"
+
+    def _attribute(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> Attribution:
+        base = forward_pass(split, images, targets)
+        maps = base.maps
         fake = torch.ones(maps.shape[0], *maps.shape[2:], device=images.device, dtype=maps.dtype)
         fake[:, 0, 0] = 0
-        return fake
+        return Attribution(fake, base.targets, None)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
+
+ArrayLike = Any  # a (H, W) array: numpy, a tensor or nested lists
 
 __all__ = ["Preprocessing", "open_image"]
 
@@ -26,12 +29,14 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     @classmethod
-    def from_torchvision(cls, weights) -> Preprocessing:
+    def from_torchvision(cls, weights: Any) -> Preprocessing:
+        """The preprocessing of a torchvision weights enum entry (its ``transforms()``)."""
         t = weights.transforms()
         return cls(t.resize_size[0], t.crop_size[0], tuple(t.mean), tuple(t.std), t.interpolation.value)
 
     @classmethod
-    def from_timm(cls, cfg) -> Preprocessing:
+    def from_timm(cls, cfg: Any) -> Preprocessing:
+        """The preprocessing of a timm pretrained config (input size, crop fraction, mean, std)."""
         size = cfg.input_size[-1]
         return cls(int(size / cfg.crop_pct), size, tuple(cfg.mean), tuple(cfg.std), cfg.interpolation or "bilinear")
 
@@ -50,13 +55,18 @@ class Preprocessing:
         """A PIL image → a normalised ``(3, crop, crop)`` tensor."""
         return self.transform()(image.convert("RGB"))
 
-    def mask(self, mask) -> Tensor:
+    def mask(self, mask: ArrayLike) -> Tensor:
         """A boolean ``(H, W)`` object mask through the same resize and crop as its image: ``(crop, crop)`` bool."""
         from torchvision.transforms.v2 import functional as F
 
         tensor = torch.as_tensor(mask, dtype=torch.uint8)[None]
         tensor = F.resize(tensor, [self.resize], interpolation=InterpolationMode.NEAREST)
         return F.center_crop(tensor, [self.crop])[0].bool()
+
+    @property
+    def black(self) -> tuple[float, ...]:
+        """The black image after normalisation, ``−mean/std`` per channel (the baseline ``"black"`` of the metrics)."""
+        return tuple(-m / s for m, s in zip(self.mean, self.std))
 
     def denormalize(self, images: Tensor) -> Tensor:
         """Normalised ``(B, 3, H, W)`` → [0, 1] RGB, for display."""

@@ -26,7 +26,7 @@ from attribution.models.weights import (
     load_checkpoint,
 )
 
-__all__ = ["Architecture", "LoadedModel", "ARCHITECTURES", "architecture", "load_model", "imagenet_categories"]
+__all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "architecture", "imagenet_categories", "load_model"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Architecture:
         return Preprocessing.from_timm(timm.models.get_pretrained_cfg(self.builder_name))
 
 
-def _tv(name: str, layer: str, k: int, weights: str = "IMAGENET1K_V1", **kw) -> Architecture:
+def _tv(name: str, layer: str, k: int, weights: str = "IMAGENET1K_V1", **kw: object) -> Architecture:
     return Architecture(name, "torchvision", name, layer, k, weights, builder_kwargs=tuple(kw.items()))
 
 
@@ -168,7 +168,7 @@ def load_model(
         model = _package_weights(spec, num_classes)
     elif source.startswith("file:") or Path(source).suffix in (".pt", ".pth", ".bin", ".ckpt"):
         model = load_checkpoint(spec.build(num_classes), source.removeprefix("file:"))
-    elif spec.source == "torchvision" and (source.startswith("torchvision:") or source.startswith("IMAGENET") or source == "DEFAULT"):
+    elif spec.source == "torchvision" and (source.startswith(("torchvision:", "IMAGENET")) or source == "DEFAULT"):
         model = _torchvision_weights(spec, source.removeprefix("torchvision:"), num_classes)
     elif spec.source == "timm" and source.startswith("timm"):
         model = _timm_weights(spec, source.removeprefix("timm").lstrip(":"), num_classes)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
 
-__all__ = ["WeightsUnavailableError", "load_checkpoint", "load_by_position", "efficientnet_lite_state_dict"]
+__all__ = ["WeightsUnavailableError", "efficientnet_lite_state_dict", "load_by_position", "load_checkpoint"]
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -22,7 +23,7 @@ def _unwrap(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:
     if isinstance(checkpoint, nn.Module):
         return checkpoint.state_dict()
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict")
+        raise ValueError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict")  # noqa: TRY004
     for key in ("state_dict", "model_state_dict", "model"):
         if key in checkpoint and isinstance(checkpoint[key], Mapping):
             checkpoint = checkpoint[key]
@@ -35,7 +36,7 @@ def _unwrap(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
-def _open_checkpoint(path: str | Path):
+def _open_checkpoint(path: str | Path) -> Path | BinaryIO:
     """A local path, or a binary stream for a URI (``s3://``, ``gs://`` …) read through pyarrow's filesystems."""
     text = str(path)
     if "://" in text:
@@ -60,7 +61,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     source = _open_checkpoint(path)
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle/zip errors come in many types
+    except Exception as err:  # pickle/zip errors come in many types
         raise ValueError(f"checkpoint {path} could not be read: {err}") from err
     state = _unwrap(checkpoint, path)
     own = model.state_dict()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from evaluation.base import Metric, cached, flat, mark_undefined
-from evaluation.perturbation import check_model_inputs, target_scores
+from attribution.needs import Need
+from evaluation.base import Batch, Metric, flat, mark_undefined, safe_divide
+from evaluation.perturbation import model_inputs, target_scores
 from evaluation.registry import register
 
 __all__ = ["AverageDrop", "AverageIncrease", "AverageGain"]
@@ -21,24 +22,22 @@ __all__ = ["AverageDrop", "AverageIncrease", "AverageGain"]
 
 class _MaskedConfidence(Metric):
     category, normalise = "classification", False
-    needs = frozenset({"model"})
+    needs = frozenset({Need.MODEL})
 
-    def confidences(self, maps, images, model, targets, cache) -> tuple[Tensor, Tensor, Tensor]:
-        """``p`` (image), ``o`` (masked image) and which maps are constant, each ``(B,)``."""
-
-        maps = self.prepare(maps)
-        images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
+    def confidences(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """``p`` (image), ``o`` (masked image) and which maps are constant, each ``(B,)``; shared by AD/AI/AG."""
+        maps = self.prepare(batch.maps)
+        images, model, targets = model_inputs(self.name, batch)
 
         def compute() -> tuple[Tensor, Tensor, Tensor]:
             low, high = flat(maps).amin(dim=1), flat(maps).amax(dim=1)
             constant = high == low
-            span = torch.where(constant, torch.ones_like(high), high - low)
-            saliency = ((maps - low[:, None, None]) / span[:, None, None]).to(images.dtype)
+            saliency = safe_divide(maps - low[:, None, None], (high - low)[:, None, None]).to(images.dtype)
             p = target_scores(model, images, targets, softmax=True).double()
             o = target_scores(model, images * saliency[:, None], targets, softmax=True).double()
             return p, o, constant
 
-        return cached(cache, ("masked_confidence",), compute)
+        return batch.memoised(("masked_confidence",), compute)
 
 
 @register
@@ -47,8 +46,8 @@ class AverageDrop(_MaskedConfidence):
 
     name, direction = "average_drop", "lower"
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
-        p, o, constant = self.confidences(maps, images, model, targets, cache)
+    def score(self, batch: Batch) -> Tensor:
+        p, o, constant = self.confidences(batch)
         return mark_undefined(100 * (p - o).clamp(min=0) / p, constant, self.name, "constant map")
 
 
@@ -58,8 +57,8 @@ class AverageIncrease(_MaskedConfidence):
 
     name, direction = "average_increase", "higher"
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
-        p, o, constant = self.confidences(maps, images, model, targets, cache)
+    def score(self, batch: Batch) -> Tensor:
+        p, o, constant = self.confidences(batch)
         return mark_undefined(100 * (p < o).double(), constant, self.name, "constant map")
 
 
@@ -69,9 +68,9 @@ class AverageGain(_MaskedConfidence):
 
     name, direction = "average_gain", "higher"
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
-        p, o, constant = self.confidences(maps, images, model, targets, cache)
+    def score(self, batch: Batch) -> Tensor:
+        p, o, constant = self.confidences(batch)
         certain = p >= 1
-        gain = 100 * (o - p).clamp(min=0) / torch.where(certain, torch.ones_like(p), 1 - p)
+        gain = 100 * safe_divide((o - p).clamp(min=0), torch.where(certain, torch.zeros_like(p), 1 - p))
         gain = mark_undefined(gain, constant, self.name, "constant map")
         return mark_undefined(gain, certain & ~constant, self.name, "p = 1: no gain is possible")

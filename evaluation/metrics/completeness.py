@@ -1,25 +1,27 @@
 """The paper's own channel-level metrics (Buono et al., "Not All CAMs Are Complete", TMLR 2026).
 
 Both score a CAM of the form ``Σ_k w_k A^k`` through its channel weights ``w`` in the channel-scaling
-predictor ``g(z) = y^c(z_1·A^1, …, z_K·A^K)``; a method without channel weights (HiRes-CAM, LayerCAM)
-is undefined (NaN with the reason). They need the method itself and its target layer
-(``method=…, layer=…``); ``weights=`` (B, K) may be passed where the caller already has them.
+predictor ``g(z) = y^c(z_1·A^1, …, z_K·A^K)`` (``Need.CHANNEL_WEIGHTS``: the batch's ``weights`` (B, K)
+and the method's target ``layer``). A method without channel weights (HiRes-CAM, LayerCAM) gives
+``weights=None``, and the metric is undefined for it (NaN with the reason).
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attribution.channel_scaling import ChannelScaling, check_reference_pool, data_aware_perturbations, pool_features
-from attribution.methods import WeightedCAM, cam_infidelity
+from attribution.layout import FeatureLayout
+from attribution.methods import cam_infidelity
 from attribution.methods.base import LayerPass, forward_pass
+from attribution.needs import Need
+from attribution.params import integer
 from attribution.split import LayerSplit, split_at
-from evaluation.base import Metric, ReferencePool, mark_undefined
-from evaluation.perturbation import check_model_inputs
+from evaluation.base import Batch, Metric, mark_undefined, safe_divide
+from evaluation.perturbation import model_inputs
 from evaluation.registry import register
 
 __all__ = ["CAMInfidelity", "CompletenessGap"]
@@ -27,33 +29,39 @@ __all__ = ["CAMInfidelity", "CompletenessGap"]
 
 class _ChannelMetric(Metric):
     category, normalise = "faithfulness", False
-    needs = frozenset({"model", "method"})
+    needs = frozenset({Need.MODEL, Need.CHANNEL_WEIGHTS})
 
-    def __call__(
-        self, maps, *, images=None, model=None, targets=None, method=None, layer=None, weights=None, seeds=None, **_
-    ) -> Tensor:
-        images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
-        if method is None or layer is None:
-            raise ValueError(f"{self.name} needs the method and its target layer (method=…, layer=…)")
-        if weights is None and not isinstance(method, WeightedCAM):
-            undefined = torch.ones(len(maps), dtype=torch.bool, device=maps.device)
-            reason = f"{type(method).__name__} is not a channel-weighted CAM (Σ_k w_k A^k)"
-            return mark_undefined(
-                torch.zeros(len(maps), dtype=torch.float64, device=maps.device), undefined, self.name, reason
-            )
-        if weights is None:
-            weights = method.channel_weights(model, layer, images, targets, seeds=seeds)
-        return self.score(torch.as_tensor(weights, device=images.device).double(), model, layer, images, targets)
+    def score(self, batch: Batch) -> Tensor:
+        images, model, targets = model_inputs(self.name, batch)
+        (layer,) = batch.require(self.name, "layer")
+        if batch.weights is None:
+            undefined = torch.ones(len(images), dtype=torch.bool, device=images.device)
+            zeros = torch.zeros(len(images), dtype=torch.float64, device=images.device)
+            return mark_undefined(zeros, undefined, self.name, "the method has no channel weights (Σ_k w_k A^k)")
+        predictor = _Predictor.of(model, layer, batch.layout, images, targets)
+        return self.channel_score(batch.weights.to(images.device).double(), predictor)
 
-    def score(self, weights: Tensor, model, layer: str, images: Tensor, targets: Tensor) -> Tensor:
+    def channel_score(self, weights: Tensor, predictor: _Predictor) -> Tensor:
         """The metric of channel weights ``(B, K)``."""
         raise NotImplementedError
 
 
-def _predictor(model, layer: str, images: Tensor, targets: Tensor) -> tuple[LayerSplit, LayerPass, ChannelScaling]:
-    split = split_at(model, layer)
-    base = forward_pass(split, images, targets)
-    return split, base, ChannelScaling(split, base.feats, base.live, base.layout, base.targets)
+class _Predictor:
+    """The split at the target layer, the images' pass through it and ``g(z)`` on them."""
+
+    def __init__(self, split: LayerSplit, base: LayerPass):
+        self.split, self.base = split, base
+        self.g = ChannelScaling(split, base.feats, base.live, base.layout, base.targets)
+
+    @classmethod
+    def of(cls, model: nn.Module, layer: str, layout: FeatureLayout | None, images: Tensor,
+           targets: Tensor) -> _Predictor:
+        split = split_at(model, layer, layout)
+        return cls(split, forward_pass(split, images, targets))
+
+    @property
+    def channels(self) -> int:
+        return self.base.maps.shape[1]
 
 
 @register
@@ -71,7 +79,7 @@ class CAMInfidelity(_ChannelMetric):
     """
 
     name, direction = "cam_infidelity", "lower"
-    reference_pool: ClassVar[ReferencePool] = "held_out"
+    needs = frozenset({Need.MODEL, Need.CHANNEL_WEIGHTS, Need.HELD_OUT_REFERENCES})
 
     def __init__(
         self,
@@ -81,14 +89,12 @@ class CAMInfidelity(_ChannelMetric):
         seed: int = 1,
     ):
         check_reference_pool(reference, reference_features)
-        if n_perturbations is not None and (isinstance(n_perturbations, bool) or not isinstance(n_perturbations, int)
-                                            or n_perturbations < 1):
-            raise ValueError(f"n_perturbations must be an integer ≥ 1; got {n_perturbations!r}")
         self.reference, self.reference_features = reference, reference_features
-        self.n_perturbations, self.seed = n_perturbations, seed
+        self.n_perturbations = integer("n_perturbations", n_perturbations, 1, optional=True)
+        self.seed = integer("seed", seed, 0)
         self._features: weakref.WeakKeyDictionary[LayerSplit, Tensor] = weakref.WeakKeyDictionary()
 
-    def _pool(self, split: LayerSplit, device) -> Tensor:
+    def _pool(self, split: LayerSplit, device: torch.device) -> Tensor:
         if split not in self._features:
             features = pool_features(split, self.reference, self.reference_features, device)
             if features is None:
@@ -99,15 +105,14 @@ class CAMInfidelity(_ChannelMetric):
             self._features[split] = features
         return self._features[split]
 
-    def score(self, weights, model, layer, images, targets) -> Tensor:
-        split, base, g = _predictor(model, layer, images, targets)
-        features = self._pool(split, images.device)
-        if features.shape[1] != base.maps.shape[1]:
-            raise ValueError(f"reference features have {features.shape[1]} channels; layer {layer!r} has "
-                             f"{base.maps.shape[1]}")
-        pset = data_aware_perturbations(features, self.n_perturbations or 2 * base.maps.shape[1], self.seed)
-        I = pset.perturbations.to(images.device)
-        return cam_infidelity(weights, I, g.differences(I))
+    def channel_score(self, weights: Tensor, predictor: _Predictor) -> Tensor:
+        features = self._pool(predictor.split, weights.device)
+        if features.shape[1] != predictor.channels:
+            raise ValueError(f"reference features have {features.shape[1]} channels; layer "
+                             f"{predictor.split.layer!r} has {predictor.channels}")
+        pset = data_aware_perturbations(features, self.n_perturbations or 2 * predictor.channels, self.seed)
+        I = pset.perturbations.to(weights.device)
+        return cam_infidelity(weights, I, predictor.g.differences(I))
 
 
 @register
@@ -120,8 +125,7 @@ class CompletenessGap(_ChannelMetric):
 
     name, direction = "completeness_gap", "lower"
 
-    def score(self, weights, model, layer, images, targets) -> Tensor:
-        _, _, g = _predictor(model, layer, images, targets)
-        change = g.differences(torch.ones_like(weights[:1]))[:, 0]  # g(1) − g(0)
-        gap = (weights.sum(dim=1) - change).abs() / torch.where(change != 0, change.abs(), torch.ones_like(change))
+    def channel_score(self, weights: Tensor, predictor: _Predictor) -> Tensor:
+        change = predictor.g.differences(torch.ones_like(weights[:1]))[:, 0]  # g(1) − g(0)
+        gap = safe_divide((weights.sum(dim=1) - change).abs(), change.abs())
         return mark_undefined(gap, change == 0, self.name, "g(1) = g(0): the layer does not change the target score")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from evaluation.base import Metric, flat, mark_undefined
+from attribution.params import non_negative
+from evaluation.base import Batch, Metric, flat, mark_undefined, safe_divide
 from evaluation.registry import register
 
 __all__ = ["Complexity", "Sparseness", "EffectiveComplexity"]
@@ -20,10 +21,10 @@ class Complexity(Metric):
 
     name, direction, category, take_abs = "complexity", "lower", "complexity", True
 
-    def __call__(self, maps: torch.Tensor, **_) -> torch.Tensor:
-        a = flat(self.prepare(maps))
+    def score(self, batch: Batch) -> torch.Tensor:
+        a = flat(self.prepare(batch.maps))
         total = a.sum(dim=1, keepdim=True)
-        p = a / torch.where(total > 0, total, torch.ones_like(total))
+        p = safe_divide(a, total)
         return mark_undefined(-torch.special.xlogy(p, p).sum(dim=1), total[:, 0] == 0, self.name, "all-zero map")
 
 
@@ -38,12 +39,12 @@ class Sparseness(Metric):
 
     name, direction, category, take_abs = "sparseness", "higher", "complexity", True
 
-    def __call__(self, maps: torch.Tensor, **_) -> torch.Tensor:
-        a = flat(self.prepare(maps)).sort(dim=1).values
+    def score(self, batch: Batch) -> torch.Tensor:
+        a = flat(self.prepare(batch.maps)).sort(dim=1).values
         n = a.shape[1]
         weights = 2 * torch.arange(1, n + 1, device=a.device, dtype=a.dtype) - n - 1
         total = a.sum(dim=1)
-        gini = (a * weights).sum(dim=1) / (n * torch.where(total > 0, total, torch.ones_like(total)))
+        gini = safe_divide((a * weights).sum(dim=1), n * total)
         return mark_undefined(gini, total == 0, self.name, "all-zero map")
 
 
@@ -54,7 +55,7 @@ class EffectiveComplexity(Metric):
     name, direction, category, take_abs = "effective_complexity", "lower", "complexity", True
 
     def __init__(self, eps: float = 1e-5):
-        self.eps = eps
+        self.eps = non_negative("eps", eps)
 
-    def __call__(self, maps: torch.Tensor, **_) -> torch.Tensor:
-        return (flat(self.prepare(maps)) > self.eps).sum(dim=1).to(torch.float64)
+    def score(self, batch: Batch) -> torch.Tensor:
+        return (flat(self.prepare(batch.maps)) > self.eps).sum(dim=1).to(torch.float64)

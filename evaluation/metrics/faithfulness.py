@@ -25,12 +25,15 @@ from skimage.segmentation import slic
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from evaluation.base import Metric, cached, flat, mark_undefined
+from attribution.needs import Need
+from attribution.params import integer, non_negative
+from evaluation.base import Batch, Metric, flat, mark_undefined, safe_divide
 from evaluation.perturbation import (
     Baseline,
     baseline_image,
-    check_model_inputs,
+    check_baseline,
     class_scores,
+    model_inputs,
     perturbed_scores,
     pixel_steps,
     target_scores,
@@ -62,17 +65,39 @@ def _pixels_per_step(maps: Tensor, steps: int) -> int:
     return math.ceil(maps.shape[1] * maps.shape[2] / steps)
 
 
-class _CurveMetric(Metric):
-    """Shared parameters of the ranked-pixel curves: ``steps`` (≈ points of the curve; ``H·W/steps``
-    pixels per step, rounded up), the deletion ``baseline``, softmax or logit scores, and the images per
-    forward pass (default :func:`evaluation.perturbation.rows_per_pass`)."""
+class _ModelMetric(Metric):
+    """A metric that scores the model on perturbed copies of the images: softmax or logit scores of
+    the target class, and the images per forward pass (default :func:`evaluation.perturbation.rows_per_pass`)."""
+
+    needs = frozenset({Need.MODEL})
+
+    def __init__(self, softmax: bool = True, batch_size: int | None = None):
+        self.softmax = softmax
+        self.batch_size = integer("batch_size", batch_size, 1, optional=True)
+
+    def _inputs(self, batch: Batch) -> tuple[Tensor, Tensor, torch.nn.Module, Tensor]:
+        images, model, targets = model_inputs(self.name, batch)
+        return self.prepare(batch.maps).to(images.dtype), images, model, targets
+
+
+class _CurveMetric(_ModelMetric):
+    """The ranked-pixel curves: ``steps`` (≈ points of the curve; ``H·W/steps`` pixels per step, rounded
+    up) and the ``baseline`` that removed pixels take (default: the model's black, ``Need.BLACK``)."""
 
     def __init__(
-        self, steps: int = 224, baseline: Baseline = "min", softmax: bool = True, batch_size: int | None = None
+        self, steps: int = 224, baseline: Baseline = "black", softmax: bool = True, batch_size: int | None = None
     ):
-        if steps < 1:
-            raise ValueError(f"{self.name}: steps must be ≥ 1, got {steps}")
-        self.steps, self.baseline, self.softmax, self.batch_size = steps, baseline, softmax, batch_size
+        super().__init__(softmax, batch_size)
+        self.steps = integer("steps", steps, 1)
+        self.baseline = check_baseline(self.name, baseline)
+
+    @property
+    def needs(self) -> frozenset[Need]:
+        return frozenset({Need.MODEL, Need.BLACK}) if self.baseline == "black" else frozenset({Need.MODEL})
+
+    def fill(self, batch: Batch, images: Tensor) -> Tensor:
+        """The baseline image, broadcastable to ``images``."""
+        return baseline_image(images, self.baseline, batch.black)
 
     def ranked_scores(self, maps, start, fill, model, targets, *, extra_step: int, cumulative: bool = True):
         """``(steps, scores)``: each pixel's step in the map's ranking, and the target scores of copies of
@@ -92,27 +117,25 @@ class _CurveMetric(Metric):
         )
         return steps, scores
 
-    def deletion_curve(self, maps, images, model, targets, cache) -> Tensor:
+    def deletion_curve(self, batch: Batch) -> Tensor:
         """Target scores while the top-ranked pixels are replaced by the baseline, ``(B, S + 1)``:
         point ``s`` has the first ``s`` steps deleted (point 0 is the image itself)."""
 
-        def compute():
-            fill = baseline_image(images, self.baseline)
-            return self.ranked_scores(maps, images, fill, model, targets, extra_step=1)[1].double()
+        def compute() -> Tensor:
+            maps, images, model, targets = self._inputs(batch)
+            return self.ranked_scores(maps, images, self.fill(batch, images), model, targets, extra_step=1)[1].double()
 
-        return cached(cache, ("deletion_curve", self.steps, str(self.baseline), self.softmax), compute)
+        return batch.memoised(("deletion_curve", self.steps, str(self.baseline), self.softmax, self.normalise,
+                               self.take_abs), compute)
 
-    def insertion_curve(self, maps, images, model, targets, cache) -> Tensor:
+    def insertion_curve(self, batch: Batch) -> Tensor:
         """Target scores while the top-ranked pixels are copied onto a blurred image, ``(B, S + 1)``."""
 
-        def compute():
+        def compute() -> Tensor:
+            maps, images, model, targets = self._inputs(batch)
             return self.ranked_scores(maps, rise_blur(images), images, model, targets, extra_step=1)[1].double()
 
-        return cached(cache, ("insertion_curve", self.steps, self.softmax), compute)
-
-    def _inputs(self, maps, images, model, targets):
-        images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
-        return self.prepare(maps).to(images.dtype), images, model, targets
+        return batch.memoised(("insertion_curve", self.steps, self.softmax, self.normalise, self.take_abs), compute)
 
 
 @register
@@ -121,17 +144,16 @@ class Deletion(_CurveMetric):
     curve as the top-ranked pixels are deleted, ``steps`` at a time, from the image (point 0) to the
     fully deleted one; x-axis normalised to ``[0, 1]``. Lower is better.
 
-    RISE's reference code deletes to zeros of the *normalised* tensor (the dataset's mean colour);
-    the default baseline here is each image's darkest value (Quantus's ``"black"``), and the grid
-    jobs pass the architecture's true black ``−mean/std`` per channel.
+    Deleted pixels take the model's black by default (``−mean/std``, what the image is after
+    normalisation where it was black); RISE's reference code deletes to zeros of the *normalised*
+    tensor (``baseline=0.0``, the dataset's mean colour) and Quantus's ``"black"`` is each image's
+    darkest value (``baseline="min"``).
     """
 
     name, direction, category = "deletion", "lower", "faithfulness"
-    needs = frozenset({"model"})
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
-        maps, images, model, targets = self._inputs(maps, images, model, targets)
-        return trapezoid(self.deletion_curve(maps, images, model, targets, cache))
+    def score(self, batch: Batch) -> Tensor:
+        return trapezoid(self.deletion_curve(batch))
 
 
 @register
@@ -140,15 +162,16 @@ class Insertion(_CurveMetric):
     RISE's ``gkern(11, 5)``; :func:`rise_blur`) and copy in the top-ranked pixels ``steps`` at a time;
     the area under the target-probability curve, x-axis normalised to ``[0, 1]``. Higher is better.
 
-    torchvision's blur pads by reflection; RISE's convolution zero-pads (darker borders).
+    torchvision's blur pads by reflection; RISE's convolution zero-pads (darker borders). The
+    baseline is not used (the start is the blurred image); it is a parameter so that Insertion and
+    Deletion read the same spec.
     """
 
     name, direction, category = "insertion", "higher", "faithfulness"
-    needs = frozenset({"model"})
+    needs = frozenset({Need.MODEL})
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
-        maps, images, model, targets = self._inputs(maps, images, model, targets)
-        return trapezoid(self.insertion_curve(maps, images, model, targets, cache))
+    def score(self, batch: Batch) -> Tensor:
+        return trapezoid(self.insertion_curve(batch))
 
 
 @register
@@ -156,13 +179,9 @@ class InsertionMinusDeletion(_CurveMetric):
     """Insertion AUC − Deletion AUC (the paper's Table 12 summary of both RISE curves). Higher is better."""
 
     name, direction, category = "insertion_minus_deletion", "higher", "faithfulness"
-    needs = frozenset({"model"})
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
-        maps, images, model, targets = self._inputs(maps, images, model, targets)
-        return trapezoid(self.insertion_curve(maps, images, model, targets, cache)) - trapezoid(
-            self.deletion_curve(maps, images, model, targets, cache)
-        )
+    def score(self, batch: Batch) -> Tensor:
+        return trapezoid(self.insertion_curve(batch)) - trapezoid(self.deletion_curve(batch))
 
 
 @register
@@ -174,11 +193,9 @@ class PixelFlipping(_CurveMetric):
     """
 
     name, direction, category = "pixel_flipping", "lower", "faithfulness"
-    needs = frozenset({"model"})
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, cache=None, **_) -> Tensor:
-        maps, images, model, targets = self._inputs(maps, images, model, targets)
-        return trapezoid(self.deletion_curve(maps, images, model, targets, cache)[:, 1:])
+    def score(self, batch: Batch) -> Tensor:
+        return trapezoid(self.deletion_curve(batch)[:, 1:])
 
 
 @register
@@ -186,20 +203,19 @@ class FaithfulnessEstimate(_CurveMetric):
     """Faithfulness Estimate (Alvarez-Melis & Jaakkola, NeurIPS 2018, eq. 5): the Pearson correlation,
     over steps, between the attribution of the pixels removed at that step *alone* and the drop of
     the target logit ``f(x) − f(x with those pixels at the baseline)``. Higher is better; undefined
-    (NaN) where either series is constant. Quantus default: logits, ``"black"`` baseline.
+    (NaN) where either series is constant. Quantus default: logits.
     """
 
     name, direction, category = "faithfulness_estimate", "higher", "faithfulness"
-    needs = frozenset({"model"})
 
     def __init__(
-        self, steps: int = 224, baseline: Baseline = "min", softmax: bool = False, batch_size: int | None = None
+        self, steps: int = 224, baseline: Baseline = "black", softmax: bool = False, batch_size: int | None = None
     ):
         super().__init__(steps, baseline, softmax, batch_size)
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
-        maps, images, model, targets = self._inputs(maps, images, model, targets)
-        fill = baseline_image(images, self.baseline)
+    def score(self, batch: Batch) -> Tensor:
+        maps, images, model, targets = self._inputs(batch)
+        fill = self.fill(batch, images)
         steps, perturbed = self.ranked_scores(maps, images, fill, model, targets, extra_step=0, cumulative=False)
         n = perturbed.shape[1]
         drops = (target_scores(model, images, targets, self.softmax)[:, None] - perturbed).double()
@@ -211,12 +227,12 @@ class FaithfulnessEstimate(_CurveMetric):
 def _pearson(a: Tensor, b: Tensor, metric: str) -> Tensor:
     a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
     norm = a.norm(dim=1) * b.norm(dim=1)
-    corr = (a * b).sum(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
+    corr = safe_divide((a * b).sum(dim=1), norm)
     return mark_undefined(corr, norm == 0, metric, "constant attribution or constant output change over the steps")
 
 
 @register
-class IROF(_CurveMetric):
+class IROF(_ModelMetric):
     """Iterative Removal Of Features (Rieger & Hansen, 2020): SLIC superpixels (scikit-image, on the
     input as Quantus does) are ranked by mean attribution and replaced cumulatively by the image's
     per-channel mean; the curve is ``f(x_s)/f(x)`` of the target probability, ``s = 0 … S`` with
@@ -229,10 +245,10 @@ class IROF(_CurveMetric):
     """
 
     name, direction, category = "irof", "higher", "faithfulness"
-    needs = frozenset({"model"})
 
     def __init__(self, softmax: bool = True, batch_size: int | None = None, n_segments: int = 100):
-        self.softmax, self.batch_size, self.n_segments = softmax, batch_size, n_segments
+        super().__init__(softmax, batch_size)
+        self.n_segments = integer("n_segments", n_segments, 1)
 
     def segments(self, images: Tensor) -> Tensor:
         """``(B, H·W)`` SLIC segment labels of each image (``start_label=0``)."""
@@ -242,7 +258,7 @@ class IROF(_CurveMetric):
         ]
         return torch.as_tensor(np.stack(labels), device=images.device).reshape(len(images), -1).long()
 
-    def curve(self, maps, images, model, targets) -> tuple[Tensor, Tensor]:
+    def curve(self, maps: Tensor, images: Tensor, model: torch.nn.Module, targets: Tensor) -> tuple[Tensor, Tensor]:
         """``f(x_s)/f(x)`` for ``s = 0 … max S`` ``(B, max S + 1)`` and each image's segment count ``S``."""
         segments = self.segments(images)
         counts = segments.max(dim=1).values + 1
@@ -251,7 +267,7 @@ class IROF(_CurveMetric):
             1, segments, flat(maps)
         )
         sizes = torch.zeros_like(totals).scatter_add_(1, segments, torch.ones_like(flat(maps)))
-        means = torch.where(sizes > 0, totals / sizes.clamp(min=1), torch.full_like(totals, -math.inf))
+        means = torch.where(sizes > 0, safe_divide(totals, sizes), torch.full_like(totals, -math.inf))
         order = torch.sort(means, dim=1, descending=True, stable=True).indices
         rank = torch.empty_like(order).scatter_(
             1, order, torch.arange(n_max, device=order.device).expand_as(order).contiguous()
@@ -269,8 +285,8 @@ class IROF(_CurveMetric):
         ).double()
         return scores / scores[:, :1], counts
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
-        maps, images, model, targets = self._inputs(maps, images, model, targets)
+    def score(self, batch: Batch) -> Tensor:
+        maps, images, model, targets = self._inputs(batch)
         ratios, counts = self.curve(maps, images, model, targets)
         return torch.stack([1 - trapezoid(ratios[i : i + 1, : int(counts[i]) + 1])[0] for i in range(len(maps))])
 
@@ -288,21 +304,19 @@ class Sufficiency(Metric):
     """
 
     name, direction, category, take_abs = "sufficiency", "higher", "faithfulness", True
-    needs = frozenset({"model"})
-    pooled = True
+    needs = frozenset({Need.SHARD})
 
     def __init__(self, threshold: float = 0.6):
-        self.threshold = threshold
+        self.threshold = non_negative("threshold", threshold)
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, predicted=None, **_) -> Tensor:
-        """``predicted`` (B,): the model's classes, when the caller has them (then no model is needed)."""
-        maps = self.prepare(maps)
+    def score(self, batch: Batch) -> Tensor:
+        """The pool is the batch; its ``predicted`` classes, or the model's on its images."""
+        maps = self.prepare(batch.maps)
+        predicted = batch.predicted
         if predicted is None:
-            images, model, _ = check_model_inputs(self.name, images, model, None, maps, need_targets=False)
+            images, model = batch.require(self.name, "images", "model")
             predicted = class_scores(model, images, softmax=False).argmax(dim=1)
-        predicted = torch.as_tensor(predicted, device=maps.device)
-        if predicted.shape != (len(maps),):
-            raise ValueError(f"{self.name}: predicted must hold one class per map, got shape {tuple(predicted.shape)}")
+        predicted = predicted.to(maps.device)
         a = flat(maps)
         variance = a.var(dim=0, unbiased=True) if len(a) > 1 else torch.zeros_like(a[0])
         keep = variance > 0
@@ -313,7 +327,7 @@ class Sufficiency(Metric):
         close = (distance <= self.threshold) & ~torch.eye(len(a), dtype=torch.bool, device=a.device)
         same = (predicted[None] == predicted[:, None]) & close
         neighbours = close.sum(dim=1)
-        share = same.sum(dim=1) / neighbours.clamp(min=1)
+        share = safe_divide(same.sum(dim=1).double(), neighbours.double())
         return mark_undefined(
             share.double(), neighbours == 0, self.name, "no other sample's explanation within the threshold"
         )
@@ -336,27 +350,29 @@ class Infidelity(Metric):
     """
 
     name, direction, category, normalise = "infidelity", "lower", "faithfulness", False
-    needs = frozenset({"model"})
 
     def __init__(
         self,
         patch_sizes: tuple[int, ...] = (4,),
-        baseline: Baseline = "min",
+        baseline: Baseline = "black",
         softmax: bool = False,
         batch_size: int | None = None,
     ):
-        self.patch_sizes, self.baseline, self.softmax, self.batch_size = (
-            tuple(patch_sizes),
-            baseline,
-            softmax,
-            batch_size,
-        )
+        self.patch_sizes = tuple(integer("patch_sizes", size, 1) for size in patch_sizes)
+        if not self.patch_sizes:
+            raise ValueError(f"{self.name}: patch_sizes must name at least one patch size")
+        self.baseline, self.softmax = check_baseline(self.name, baseline), softmax
+        self.batch_size = integer("batch_size", batch_size, 1, optional=True)
 
-    def __call__(self, maps, *, images=None, model=None, targets=None, **_) -> Tensor:
-        images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
-        maps = self.prepare(maps)
+    @property
+    def needs(self) -> frozenset[Need]:
+        return frozenset({Need.MODEL, Need.BLACK}) if self.baseline == "black" else frozenset({Need.MODEL})
+
+    def score(self, batch: Batch) -> Tensor:
+        images, model, targets = model_inputs(self.name, batch)
+        maps = self.prepare(batch.maps)
         h, w = maps.shape[1:]
-        fill = baseline_image(images, self.baseline)
+        fill = baseline_image(images, self.baseline, batch.black)
         gain = flat(maps) * flat((images - fill).sum(dim=1))  # a_p · Σ_c (x − x̃)_{c,p} once pixel p is replaced
         full = target_scores(model, images, targets, self.softmax).double()
         losses = []

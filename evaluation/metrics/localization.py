@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from evaluation.base import Metric, flat, mark_undefined
+from attribution.needs import Need
+from attribution.params import integer
+from evaluation.base import Batch, Metric, flat, mark_undefined, safe_divide
 from evaluation.registry import register
 
 __all__ = [
@@ -22,15 +24,17 @@ __all__ = [
 EMPTY = "empty ground-truth mask"
 
 
-def _inputs(metric: Metric, maps: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    s = metric.check_masks(maps, masks)
-    return flat(metric.prepare(maps)), s.reshape(len(s), -1)
+def _inputs(metric: Metric, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, s)``: the prepared maps and the masks, both ``(B, H·W)``."""
+    (masks,) = batch.require(metric.name, "masks")
+    s = masks.to(device=batch.maps.device, dtype=torch.bool)
+    return flat(metric.prepare(batch.maps)), s.reshape(len(s), -1)
 
 
 def _share_inside(metric: Metric, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """``Σ_{in} a / Σ a`` per sample; NaN (logged) where the map sums to zero or the mask is empty."""
     total = a.sum(dim=1)
-    share = (a * s).sum(dim=1) / torch.where(total != 0, total, torch.ones_like(total))
+    share = safe_divide((a * s).sum(dim=1), total)
     share = mark_undefined(share, total == 0, metric.name, "map sums to zero")
     return mark_undefined(share, s.sum(dim=1) == 0, metric.name, EMPTY)
 
@@ -45,13 +49,13 @@ class AttributionLocalisation(Metric):
     """
 
     name, direction, category, take_abs = "attribution_localisation", "higher", "localization", True
-    needs = frozenset({"masks"})
+    needs = frozenset({Need.MASKS})
 
     def __init__(self, weighted: bool = False):
         self.weighted = weighted
 
-    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
-        a, s = _inputs(self, maps, masks)
+    def score(self, batch: Batch) -> torch.Tensor:
+        a, s = _inputs(self, batch)
         ratio = _share_inside(self, a, s)
         return ratio * s.sum(dim=1) / s.shape[1] if self.weighted else ratio
 
@@ -65,13 +69,13 @@ class TopKIntersection(Metric):
     """
 
     name, direction, category = "top_k_intersection", "higher", "localization"
-    needs = frozenset({"masks"})
+    needs = frozenset({Need.MASKS})
 
     def __init__(self, k: int = 1000):
-        self.k = k
+        self.k = integer("k", k, 1)
 
-    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
-        a, s = _inputs(self, maps, masks)
+    def score(self, batch: Batch) -> torch.Tensor:
+        a, s = _inputs(self, batch)
         if self.k > a.shape[1]:
             raise ValueError(f"{self.name}: k = {self.k} exceeds the {a.shape[1]} pixels of a map")
         top = a.topk(self.k, dim=1).indices
@@ -83,16 +87,16 @@ class RelevanceRankAccuracy(Metric):
     """Share of the ``K = |mask|`` most relevant pixels inside the mask (Arras et al., Inf. Fusion 2022, eq. 6)."""
 
     name, direction, category = "relevance_rank_accuracy", "higher", "localization"
-    needs = frozenset({"masks"})
+    needs = frozenset({Need.MASKS})
 
-    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
-        a, s = _inputs(self, maps, masks)
+    def score(self, batch: Batch) -> torch.Tensor:
+        a, s = _inputs(self, batch)
         size = s.sum(dim=1)
         order = a.argsort(dim=1, descending=True, stable=True)
         ranked_in_mask = s.gather(1, order)
         within_top = torch.arange(a.shape[1], device=a.device)[None, :] < size[:, None]
         hits = (ranked_in_mask & within_top).sum(dim=1).to(torch.float64)
-        return mark_undefined(hits / size.clamp(min=1), size == 0, self.name, EMPTY)
+        return mark_undefined(safe_divide(hits, size.to(hits.dtype)), size == 0, self.name, EMPTY)
 
 
 @register
@@ -100,10 +104,10 @@ class RelevanceMassAccuracy(Metric):
     """Share of the relevance mass inside the mask (Arras et al., Inf. Fusion 2022, eq. 5): ``Σ_{in} a / Σ a``."""
 
     name, direction, category = "relevance_mass_accuracy", "higher", "localization"
-    needs = frozenset({"masks"})
+    needs = frozenset({Need.MASKS})
 
-    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
-        return _share_inside(self, *_inputs(self, maps, masks))
+    def score(self, batch: Batch) -> torch.Tensor:
+        return _share_inside(self, *_inputs(self, batch))
 
 
 @register
@@ -115,10 +119,10 @@ class LocalisationAUC(Metric):
     """
 
     name, direction, category = "auc", "higher", "localization"
-    needs = frozenset({"masks"})
+    needs = frozenset({Need.MASKS})
 
-    def __call__(self, maps: torch.Tensor, *, masks: torch.Tensor | None = None, **_) -> torch.Tensor:
-        a, s = _inputs(self, maps, masks)
+    def score(self, batch: Batch) -> torch.Tensor:
+        a, s = _inputs(self, batch)
         values = torch.full((len(a),), float("nan"), dtype=torch.float64, device=a.device)
         for i, (scores, inside) in enumerate(zip(a, s)):
             positives, negatives = scores[inside], scores[~inside].sort().values

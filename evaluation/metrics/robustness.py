@@ -1,9 +1,9 @@
 """Robustness metrics: how much does the explanation move when the input moves a little?
 
 Each perturbs every image ``nr_samples`` times with random noise, re-explains the perturbed
-copies with the same method (the ``explainer`` input: ``explainer(images, targets) → maps``) and
+copies with the same method (the batch's ``explainer``: ``explainer(images, targets) → maps``) and
 keeps, per perturbation, a handful of distances. Metrics that draw from the same noise distribution
-with the same seed and count share one set of re-explanations through the ``cache`` dict: Max- and
+with the same seed and count share one set of re-explanations through the batch's memo: Max- and
 Avg-Sensitivity share theirs (uniform noise in ``±0.2``), RIS and ROS theirs (``U(0.02, 0.2)``).
 Noise comes from one generator per sample, seeded from (metric seed, sample seed), so a score does
 not depend on the batch; Quantus draws from numpy's global generator.
@@ -13,14 +13,18 @@ Defaults follow Quantus 0.6.0 (200 perturbations; Quantus 0.4.4 had the same noi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from attribution.methods.base import sample_generators
-from evaluation.base import Metric, cached, flat, mark_undefined, normalise_by_max
-from evaluation.perturbation import check_model_inputs, class_scores, rows_per_pass
+from attribution.needs import Need
+from attribution.numerics import safe_divide
+from attribution.params import integer, number, positive
+from evaluation.base import Batch, Metric, flat, mark_undefined, normalise_by_max
+from evaluation.perturbation import class_scores, model_inputs, rows_per_pass
 from evaluation.registry import register
 
 __all__ = [
@@ -58,13 +62,14 @@ class _Robustness(Metric):
     """Draws the perturbations, re-explains them and records :class:`PerturbationStats`."""
 
     normalise = False  # Quantus's default for these metrics, except Local Lipschitz
-    needs = frozenset({"model", "explainer"})
+    needs = frozenset({Need.MODEL, Need.EXPLAINER})
     uses_outputs = False  # whether the model's outputs on the perturbed inputs are needed (RIS, ROS)
 
     def __init__(self, nr_samples: int, noise: tuple[str, float, float], seed: int, batch_size: int | None):
-        if nr_samples < 1:
-            raise ValueError(f"{self.name}: nr_samples must be ≥ 1, got {nr_samples}")
-        self.nr_samples, self.noise, self.seed, self.batch_size = nr_samples, noise, seed, batch_size
+        self.nr_samples = integer("nr_samples", nr_samples, 1)
+        self.seed = integer("seed", seed, 0)
+        self.batch_size = integer("batch_size", batch_size, 1, optional=True)
+        self.noise = noise
 
     def draw(self, generator: torch.Generator, shape: torch.Size) -> Tensor:
         kind, p, q = self.noise
@@ -72,17 +77,17 @@ class _Robustness(Metric):
             return p + q * torch.randn(shape, generator=generator)
         return p + (q - p) * torch.rand(shape, generator=generator)
 
-    def stats(self, maps, images, model, targets, explainer, seeds, cache) -> PerturbationStats:
-        """The distances of every perturbation, shared through ``cache`` by metrics drawing the same noise."""
-        images, model, targets = check_model_inputs(self.name, images, model, targets, maps)
-        if explainer is None:
+    def stats(self, batch: Batch) -> PerturbationStats:
+        """The distances of every perturbation, shared through the batch's memo by metrics drawing the same noise."""
+        images, model, targets = model_inputs(self.name, batch)
+        if batch.explainer is None:
             raise ValueError(f"{self.name} needs an explainer (images, targets → maps) to re-explain perturbed inputs")
         key = ("perturbation_stats", self.noise, self.nr_samples, self.seed, self.uses_outputs)
-        return cached(
-            cache, key, lambda: self._measure(maps.to(images.dtype), images, model, targets, explainer, seeds)
-        )
+        maps = batch.maps.to(images.dtype)
+        return batch.memoised(key, lambda: self._measure(maps, images, model, targets, batch.explainer, batch.seeds))
 
-    def _measure(self, maps, images, model, targets, explainer, seeds) -> PerturbationStats:
+    def _measure(self, maps: Tensor, images: Tensor, model: torch.nn.Module, targets: Tensor,
+                 explainer: Callable[[Tensor, Tensor], Tensor], seeds: Tensor | None) -> PerturbationStats:
         b, n = len(images), self.nr_samples
         generators = sample_generators(self.seed, seeds, b)
         logits = class_scores(model, images, softmax=False)
@@ -123,22 +128,19 @@ class _Sensitivity(_Robustness):
         seed: int = 0,
         batch_size: int | None = None,
     ):
-        noise = ("uniform", -lower_bound, lower_bound) if upper_bound is None else ("uniform", lower_bound, upper_bound)
+        number("lower_bound", lower_bound)
+        if upper_bound is None:
+            noise = ("uniform", -lower_bound, lower_bound)
+        else:
+            noise = ("uniform", lower_bound, number("upper_bound", upper_bound, lower_bound))
         super().__init__(nr_samples, noise, seed, batch_size)
 
-    def ratios(self, maps, kw) -> Tensor:
-        maps = self.prepare(maps)
-        stats = self.stats(
-            maps,
-            kw.get("images"),
-            kw.get("model"),
-            kw.get("targets"),
-            kw.get("explainer"),
-            kw.get("seeds"),
-            kw.get("cache"),
-        )
+    def ratios(self, batch: Batch) -> Tensor:
+        """``‖a − a'‖₂ / ‖a‖₂`` per (sample, perturbation), on the raw maps (Quantus's ``normalise=False``)."""
+        maps = self.prepare(batch.maps)
+        stats = self.stats(batch)
         norm = flat(maps).norm(dim=1, keepdim=True)
-        ratio = stats.explanation / torch.where(norm > 0, norm, torch.ones_like(norm))
+        ratio = safe_divide(stats.explanation, norm)
         return mark_undefined(ratio, (norm == 0).expand_as(ratio), self.name, "all-zero map")
 
 
@@ -149,8 +151,8 @@ class MaxSensitivity(_Sensitivity):
 
     name, direction, category = "max_sensitivity", "lower", "robustness"
 
-    def __call__(self, maps, **kw) -> Tensor:
-        return self.ratios(maps, kw).amax(dim=1)
+    def score(self, batch: Batch) -> Tensor:
+        return self.ratios(batch).amax(dim=1)
 
 
 @register
@@ -159,8 +161,8 @@ class AvgSensitivity(_Sensitivity):
 
     name, direction, category = "avg_sensitivity", "lower", "robustness"
 
-    def __call__(self, maps, **kw) -> Tensor:
-        return self.ratios(maps, kw).mean(dim=1)
+    def score(self, batch: Batch) -> Tensor:
+        return self.ratios(batch).mean(dim=1)
 
 
 @register
@@ -179,13 +181,13 @@ class LocalLipschitzEstimate(_Robustness):
         seed: int = 0,
         batch_size: int | None = None,
     ):
-        super().__init__(nr_samples, ("gaussian", perturb_mean, perturb_std), seed, batch_size)
+        number("perturb_mean", perturb_mean)
+        noise = ("gaussian", perturb_mean, positive("perturb_std", perturb_std))
+        super().__init__(nr_samples, noise, seed, batch_size)
 
-    def __call__(
-        self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None, **_
-    ) -> Tensor:
-        self.prepare(maps)  # validates; the shared statistics hold both raw and normalised distances
-        stats = self.stats(maps.to(torch.float64), images, model, targets, explainer, seeds, cache)
+    def score(self, batch: Batch) -> Tensor:
+        self.prepare(batch.maps)  # validates; the shared statistics hold both raw and normalised distances
+        stats = self.stats(batch)
         return (stats.explanation_normalised / (stats.input + 1e-10)).amax(dim=1)
 
 
@@ -204,7 +206,9 @@ class _RelativeStability(_Robustness):
         seed: int = 0,
         batch_size: int | None = None,
     ):
-        super().__init__(nr_samples, ("uniform", lower_bound, upper_bound), seed, batch_size)
+        number("lower_bound", lower_bound)
+        noise = ("uniform", lower_bound, number("upper_bound", upper_bound, lower_bound))
+        super().__init__(nr_samples, noise, seed, batch_size)
 
     def kept_max(self, ratio: Tensor, stats: PerturbationStats) -> Tensor:
         kept = ratio.masked_fill(stats.prediction_changed, -torch.inf).amax(dim=1)
@@ -220,10 +224,9 @@ class RelativeInputStability(_RelativeStability):
 
     name, direction, category = "relative_input_stability", "lower", "robustness"
 
-    def __call__(
-        self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None, **_
-    ) -> Tensor:
-        stats = self.stats(self.prepare(maps), images, model, targets, explainer, seeds, cache)
+    def score(self, batch: Batch) -> Tensor:
+        self.prepare(batch.maps)  # validates; the relative distances need no normalisation (Quantus's default)
+        stats = self.stats(batch)
         denominator = stats.input_relative + (stats.input_relative == 0) * EPS_MIN
         return self.kept_max(stats.explanation_relative / denominator, stats)
 
@@ -235,9 +238,8 @@ class RelativeOutputStability(_RelativeStability):
 
     name, direction, category = "relative_output_stability", "lower", "robustness"
 
-    def __call__(
-        self, maps, *, images=None, model=None, targets=None, explainer=None, seeds=None, cache=None, **_
-    ) -> Tensor:
-        stats = self.stats(self.prepare(maps), images, model, targets, explainer, seeds, cache)
+    def score(self, batch: Batch) -> Tensor:
+        self.prepare(batch.maps)  # validates; the relative distances need no normalisation (Quantus's default)
+        stats = self.stats(batch)
         denominator = stats.logits + (stats.logits == 0) * EPS_MIN
         return self.kept_max(stats.explanation_relative / denominator, stats)

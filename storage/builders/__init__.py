@@ -19,8 +19,13 @@ from typing import Any, Callable
 
 from storage.builders import aircraft, cifar10, coco, cub, demo, dogs, flowers, folder, imagenet, pets
 from storage.builders.common import DatasetIndex, build_manifest
-from storage.builders.demo import (REFERENCE_PHOTOS, SAMPLE_PHOTOS, demo_manifest, demo_references_manifest,
-                                   sample_images)
+from storage.builders.demo import (
+    REFERENCE_PHOTOS,
+    SAMPLE_PHOTOS,
+    demo_manifest,
+    demo_references_manifest,
+    sample_images,
+)
 from storage.manifest import Manifest
 
 __all__ = ["Builder", "BUILDERS", "build", "UnknownBuilderError", "demo_manifest", "sample_images", "SAMPLE_PHOTOS",

@@ -28,7 +28,7 @@ from storage.manifest import MANIFEST_SCHEMA, Manifest, ManifestError, encode_ma
 from storage.sampling import SampleTooSmallError, select_stratified
 
 __all__ = ["Box", "Candidate", "DatasetIndex", "build_manifest", "require_path", "read_table_file", "read_voc_boxes",
-           "load_mat", "open_mask_image", "class_names_from", "unknown_split"]
+           "load_mat", "open_mask_image", "unknown_split"]
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,6 @@ def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None
               "require_masks": require_masks}
     return write_manifest(table, out, class_names=index.class_names, builder=builder,
                           builder_version=builder_version, source=index.source, sample=sample, skipped=skipped)
-
-
-def class_names_from(values: Sequence[str]) -> list[str]:
-    """Sorted unique names (the ImageFolder / WordNet-id convention for label indices)."""
-    return sorted(set(values))
 
 
 def unknown_split(dataset: str, split: str, allowed: Sequence[str]) -> ManifestError:

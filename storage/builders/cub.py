@@ -19,8 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.builders.common import (Candidate, DatasetIndex, open_mask_image, read_table_file, require_path,
-                                     unknown_split)
+from storage.builders.common import (
+    Candidate,
+    DatasetIndex,
+    open_mask_image,
+    read_table_file,
+    require_path,
+    unknown_split,
+)
 
 VERSION = "1"
 SPLITS = ("train", "test", "all")

@@ -22,8 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from storage.builders.common import (Candidate, DatasetIndex, load_mat, read_voc_boxes, require_path,
-                                     unknown_split)
+from storage.builders.common import Candidate, DatasetIndex, load_mat, read_voc_boxes, require_path, unknown_split
 from storage.manifest import ManifestError
 
 VERSION = "1"

@@ -1,0 +1,60 @@
+"""One model as a run uses it, resolved once: registry entry, weights, target layer, layout, classes, preprocessing.
+
+Like timm's pretrained configs, a :class:`ModelConfig` is plain, picklable data that says everything
+about a model without building it: the planner resolves it from a spec, the actors load it, the run
+record keeps it and the pictures re-read images through its preprocessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from attribution.layout import FeatureLayout
+from attribution.models.preprocessing import Preprocessing
+from attribution.models.registry import LoadedModel, architecture, load_model
+
+__all__ = ["ModelConfig"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model resolved from its registry entry.
+
+    ``name``: a registry name or ``torchvision:<name>`` / ``timm:<name>``; ``weights``: as
+    :func:`attribution.models.load_model` takes them; ``layer``: the target layer (the entry's default
+    when not given); ``channels``: its ``K`` when the registry knows it; ``input_size``: a plain resize
+    and crop to this side instead of the registry's preprocessing (e.g. CIFAR-10 at 96×96).
+    """
+
+    name: str
+    weights: str
+    layer: str
+    num_classes: int
+    preprocessing: Preprocessing
+    layout: FeatureLayout | None
+    channels: int | None
+    input_size: int | None = None
+
+    @classmethod
+    def resolve(cls, name: str, weights: str = "pretrained", *, layer: str | None = None,
+                num_classes: int = 1000, input_size: int | None = None) -> ModelConfig:
+        """The configuration of ``name`` (unknown names and layers of unregistered models are a ``ValueError``)."""
+        entry = architecture(name, layer)
+        preprocessing = entry.preprocessing()
+        if input_size is not None:
+            preprocessing = Preprocessing(input_size, input_size, preprocessing.mean, preprocessing.std,
+                                          preprocessing.interpolation)
+        return cls(name, weights, entry.target_layer, num_classes, preprocessing, entry.layout, entry.channels,
+                   input_size)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The side of the images the model takes, as ``(H, W)``: maps are scored at this size."""
+        return (self.preprocessing.crop, self.preprocessing.crop)
+
+    def load(self, device: str | torch.device = "cpu") -> LoadedModel:
+        """Build the model with its weights, in eval mode on ``device``, with this configuration's preprocessing."""
+        loaded = load_model(self.name, self.weights, layer=self.layer, num_classes=self.num_classes, device=device)
+        return replace(loaded, preprocessing=self.preprocessing)

@@ -1,0 +1,106 @@
+"""The run record (``run.json``): what a run was, typed — its spec, cells, versions and hardware.
+
+One model per level: :class:`RunRecord` holds the run's identity (name, fingerprint of the spec,
+seed), the spec as plain data (``config``), each metric's direction (what the rank tables need),
+the package versions and hardware, and one :class:`CellRecord` per (dataset, architecture) with
+the manifest, the model as it was resolved (:class:`ModelRecord`), the reference pools and, once
+its reference stage ran, the second-moment diagnostics of every method fitted on them. The job
+writes it, the report and the pictures read it; a file that does not parse is an error naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from datetime import datetime, timezone
+from importlib import metadata as package_metadata
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["CellRecord", "ModelRecord", "ReferenceRecord", "RunRecord", "DiagnosticValues", "run_record"]
+
+DiagnosticValues = dict[str, float | int | bool | None]  # one method's M̂ diagnostics (M, K, R, rank, κ, …)
+PACKAGES = ("camgrid", "torch", "torchvision", "timm", "quantus", "ray", "polars", "pyarrow", "numpy")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelRecord(_Record):
+    """The model of a cell as it was resolved: registry name, weights source, target layer, input side."""
+
+    name: str
+    weights: str
+    layer: str
+    num_classes: int
+    image_size: int = Field(description="the side of the images the model took (after resize and crop)")
+    input_size: int | None = Field(None, description="the spec's resize side, instead of the registry's preprocessing")
+
+
+class ReferenceRecord(_Record):
+    """A cell's reference images: their manifest and how many went to each pool (the ids are stored
+    with their features under ``references/``)."""
+
+    manifest: str
+    fit: int = 0
+    held_out: int = 0
+
+
+class CellRecord(_Record):
+    dataset: str
+    architecture: str
+    images: int
+    shards: list[int] = []
+    manifest: str | None = None
+    model: ModelRecord | None = None
+    references: ReferenceRecord | None = None
+    diagnostics: dict[str, DiagnosticValues] = Field(default_factory=dict,
+                                                     description="method → its M̂ diagnostics in this cell")
+
+
+class RunRecord(_Record):
+    run: str
+    created: str
+    seed: int
+    config: dict[str, Any] = Field(default_factory=dict, description="the grid spec as plain data")
+    fingerprint: str | None = None
+    metric_directions: dict[str, Literal["higher", "lower"]] = Field(default_factory=dict)
+    cells: list[CellRecord] = []
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    hardware: dict[str, Any] = Field(default_factory=dict)
+
+    def cell(self, dataset: str, architecture: str) -> CellRecord | None:
+        return next((c for c in self.cells if (c.dataset, c.architecture) == (dataset, architecture)), None)
+
+    def with_diagnostics(self, dataset: str, architecture: str, diagnostics: dict[str, DiagnosticValues]) -> RunRecord:
+        """This record with the cell's ``diagnostics`` replaced."""
+        if self.cell(dataset, architecture) is None:
+            raise KeyError(f"run {self.run} has no cell {dataset}/{architecture}")
+        cells = [c.model_copy(update={"diagnostics": diagnostics})
+                 if (c.dataset, c.architecture) == (dataset, architecture) else c for c in self.cells]
+        return self.model_copy(update={"cells": cells})
+
+
+def run_record(run: str, config: dict[str, Any], seed: int, packages: Iterable[str] = PACKAGES,
+               **fields: Any) -> RunRecord:
+    """A new record of run ``run``: its config and seed, the versions of ``packages`` and this machine's hardware."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            versions[name] = None
+    hardware: dict[str, Any] = {"host": socket.gethostname(), "platform": platform.platform(),
+                                "python": sys.version.split()[0], "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        hardware["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        hardware["gpus"] = []
+    return RunRecord(run=run, created=datetime.now(timezone.utc).isoformat(), seed=seed, config=config,
+                     versions=versions, hardware=hardware, **fields)
