@@ -99,7 +99,8 @@ class _CurveMetric(_ModelMetric):
         """The baseline image, broadcastable to ``images``."""
         return baseline_image(images, self.baseline, batch.black)
 
-    def ranked_scores(self, maps, start, fill, model, targets, *, extra_step: int, cumulative: bool = True):
+    def ranked_scores(self, maps: Tensor, start: Tensor, fill: Tensor, model: torch.nn.Module, targets: Tensor, *,
+                      extra_step: int, cumulative: bool = True) -> tuple[Tensor, Tensor]:
         """``(steps, scores)``: each pixel's step in the map's ranking, and the target scores of copies of
         ``start`` whose steps' pixels are taken from ``fill`` (cumulatively, or one step at a time);
         ``extra_step`` adds the copy after the last step."""
@@ -391,7 +392,7 @@ class Infidelity(Metric):
         return torch.stack(losses).mean(dim=0)
 
 
-def _raster_blocks(h: int, w: int, size: int, device) -> Tensor:
+def _raster_blocks(h: int, w: int, size: int, device: torch.device) -> Tensor:
     """``(1, H·W)`` raster index of each pixel's ``size × size`` block after Quantus's symmetric padding."""
     pad_h, pad_w = (-h) % size // 2, (-w) % size // 2
     rows = (torch.arange(h, device=device) + pad_h) // size
