@@ -11,8 +11,9 @@ method fits on them once per (model, layer); the job fills those parameters itse
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
-__all__ = ["REFERENCE_PARAMETERS", "Need", "reference_pool_of"]
+__all__ = ["POOLS", "REFERENCE_PARAMETERS", "Need", "ReferencePool", "reference_pool_of"]
 
 
 class Need(str, Enum):
@@ -36,10 +37,12 @@ class Need(str, Enum):
 
 REFERENCE_PARAMETERS = ("reference", "reference_features")  # constructor inputs the job fills from a pool
 
-_POOLS = {Need.FIT_REFERENCES: "fit", Need.HELD_OUT_REFERENCES: "held_out"}
+ReferencePool = Literal["fit", "held_out"]  # a method fits on "fit"; a metric scores on the disjoint "held_out"
+POOLS: tuple[ReferencePool, ...] = ("fit", "held_out")
+_POOLS: dict[Need, ReferencePool] = {Need.FIT_REFERENCES: "fit", Need.HELD_OUT_REFERENCES: "held_out"}
 
 
-def reference_pool_of(needs: frozenset[Need]) -> str | None:
+def reference_pool_of(needs: frozenset[Need]) -> ReferencePool | None:
     """The reference pool (``"fit"`` or ``"held_out"``) that these needs draw from, if any."""
     pools = [pool for need, pool in _POOLS.items() if need in needs]
     if len(pools) > 1:

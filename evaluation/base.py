@@ -100,7 +100,7 @@ class Batch:
             if value is None:
                 continue
             value = torch.as_tensor(value, device=device if name != "seeds" else None)
-            if value.is_floating_point():
+            if value.is_floating_point() or value.dtype == torch.bool:
                 raise TypeError(f"{name} must be integers, got dtype {value.dtype}")
             value = value.long().reshape(-1)
             if len(value) != b:
@@ -189,7 +189,8 @@ class Metric(ABC):
                 raise TypeError(f"{self.name}: pass inputs in the Batch or as keywords, not both ({', '.join(given)})")
             batch = maps
         else:
-            batch = Batch(maps, images, targets, model, masks, seeds, black, layer, layout, weights, explainer, predicted)
+            batch = Batch(maps, images, targets, model, masks, seeds, black, layer, layout, weights, explainer,
+                          predicted)
         batch.require(self.name, *(name for need, names in _NEED_FIELDS.items() if need in self.needs
                                    for name in names))
         return self.score(batch)

@@ -16,12 +16,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from attribution.needs import Need
 from evaluation.base import Batch
 
 __all__ = [
     "rows_per_pass",
     "Baseline",
     "baseline_image",
+    "baseline_needs",
     "check_baseline",
     "pixel_steps",
     "class_scores",
@@ -43,8 +45,6 @@ def rows_per_pass(batch_size: int | None, device: torch.device) -> int:
     """Images per forward pass: as given, else 16 on CPU (larger batches fall out of cache: EfficientNet-Lite0
     at 240² runs 2× slower per image at 64 rows than at 16) and 128 on an accelerator."""
     if batch_size is not None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         return batch_size
     return 16 if device.type == "cpu" else 128
 
@@ -67,11 +67,17 @@ def baseline_image(images: Tensor, baseline: Baseline, black: Sequence[float] | 
     elif baseline == "mean":
         return images.mean(dim=(1, 2, 3), keepdim=True)
     if isinstance(baseline, str):
-        raise ValueError(f"unknown baseline {baseline!r}; use 'black', 'min', 'mean', a number or one number per channel")
+        raise ValueError(f"unknown baseline {baseline!r}; use 'black', 'min', 'mean', a number or one number "
+                         "per channel")
     value = torch.as_tensor(baseline, dtype=images.dtype, device=images.device).reshape(-1)
     if value.numel() not in (1, images.shape[1]):
         raise ValueError(f"baseline has {value.numel()} values for {images.shape[1]} channels")
     return value.reshape(1, -1, 1, 1)
+
+
+def baseline_needs(baseline: Baseline) -> frozenset[Need]:
+    """What a perturbation metric with this baseline needs: the model, and its black for ``"black"``."""
+    return frozenset({Need.MODEL, Need.BLACK}) if baseline == "black" else frozenset({Need.MODEL})
 
 
 def check_baseline(metric: str, baseline: Baseline) -> Baseline:

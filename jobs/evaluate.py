@@ -36,10 +36,10 @@ import torch
 from attribution.channel_scaling import RankDeficientWarning, reference_features
 from attribution.methods import CAMMethod, create_method
 from attribution.models import LoadedModel
-from attribution.needs import Need
+from attribution.needs import POOLS, Need
 from attribution.postprocess import check_finite
 from evaluation import Batch, Metric, create_metric
-from jobs.plan import IMAGE_COLUMNS, POOLS, CellPlan, ReferencePlan, image_seed
+from jobs.plan import IMAGE_COLUMNS, CellPlan, ReferencePlan, image_seed
 from storage.files import resolve
 from storage.manifest import decode_image, ground_truth_mask
 from storage.results import ROWS_SCHEMA, RunStore
@@ -167,6 +167,7 @@ class CellEvaluator:
         else:
             targets = torch.tensor([self.plan.targets[row["label"]] for row in rows], device=self.device)
         out: list[dict[str, Any]] = []
+        target_list, predicted_list = targets.tolist(), predicted.tolist()
         for name, bound in self.bound.items():
             start = time.perf_counter()
             try:
@@ -182,8 +183,8 @@ class CellEvaluator:
             scores = self._score(inputs, masks)
             coarse = attribution.raw.float().cpu().numpy()
             for i, row in enumerate(rows):
-                out.append({"image_id": ids[i], "shard": row["shard"], "method": name, "target": int(targets[i]),
-                            "predicted": int(predicted[i]), "map_height": coarse.shape[1],
+                out.append({"image_id": ids[i], "shard": row["shard"], "method": name, "target": target_list[i],
+                            "predicted": predicted_list[i], "map_height": coarse.shape[1],
                             "map_width": coarse.shape[2], "map": coarse[i].astype("<f4").tobytes(),
                             "seconds": seconds,
                             "scores": [{"metric": metric, "value": values[i], "seconds": per_image}

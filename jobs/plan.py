@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from attribution.models.config import ModelConfig
-from attribution.needs import reference_pool_of
-from jobs.spec import PACKAGED_WEIGHTS, ArchitectureSpec, DatasetSpec, GridSpec, SpecError
+from attribution.models.registry import predicts_imagenet
+from attribution.needs import POOLS, reference_pool_of
+from jobs.spec import ArchitectureSpec, DatasetSpec, GridSpec, SpecError
 from storage.files import list_files, resolve
 from storage.manifest import Manifest, read_manifest
 from storage.sampling import hash_key, select_stratified
@@ -30,7 +31,6 @@ __all__ = ["CellPlan", "ReferencePlan", "plan_cells", "image_seed", "open_manife
 
 IMAGE_COLUMNS = ["image_id", "label", "label_name", "image", "image_uri", "mask", "boxes", "width", "height", "shard"]
 REFERENCE_COLUMNS = ["image_id", "image", "image_uri"]
-POOLS = ("fit", "held_out")
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,7 @@ def model_config(spec: GridSpec, dataset: DatasetSpec, arch: ArchitectureSpec, c
     """The cell's model resolved once: weights for the cell, the target layer, and ``num_classes`` (the spec's;
     else 1000 for hub and packaged weights, which predict ImageNet's classes, else the manifest's ``classes``)."""
     weights = spec.weights_for(dataset, arch)
-    hub = weights in PACKAGED_WEIGHTS or weights.startswith(("torchvision:", "timm"))
-    num_classes = arch.num_classes or (1000 if hub else classes)
+    num_classes = arch.num_classes or (1000 if predicts_imagenet(weights) else classes)
     return ModelConfig.resolve(arch.model, weights, layer=arch.layer, num_classes=num_classes,
                                input_size=arch.input_size)
 
@@ -160,13 +159,14 @@ def _pool_sizes(spec: GridSpec, pools: set[str]) -> dict[str, int]:
     """Images per pool: the spec's sizes, ``auto`` resolved from the grid's largest ``K``."""
     sizes = {"fit": spec.references.pool, "held_out": spec.references.held_out}
     if any(sizes[p] == "auto" for p in pools):
-        unknown = [a.name for a in spec.architectures if _channels(a) is None]
+        channels = {a.name: _channels(a) for a in spec.architectures}
+        unknown = [name for name, k in channels.items() if k is None]
         if unknown:
             raise SpecError(
                 f"{spec.source}: references: architecture {unknown[0]} has no known channel count K for "
                 "'auto' reference pools; give references.pool and references.held_out as numbers"
             )
-        k = max(_channels(a) for a in spec.architectures)
+        k = max(channels.values())
         sizes = {"fit": 2 * k if sizes["fit"] == "auto" else sizes["fit"],
                  "held_out": k if sizes["held_out"] == "auto" else sizes["held_out"]}
     return {p: int(sizes[p]) if p in pools else 0 for p in POOLS}
@@ -265,9 +265,10 @@ def regime_warnings(plans: list[CellPlan]) -> list[str]:
             continue
         k, r = plan.model.channels, len(plan.references.pools["fit"])
         for name, params in plan.methods.items():
-            if reference_pool_of(create_method(name, **params).needs) != "fit":
+            method = create_method(name, **params)
+            m = method.perturbations(k)
+            if method.reference_pool != "fit" or m is None:
                 continue
-            m = params.get("n_perturbations") or 2 * k
             bound = min(m, k, r + 1)
             if bound < k:
                 lines.append(

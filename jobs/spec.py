@@ -38,7 +38,6 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 __all__ = [
-    "PACKAGED_WEIGHTS",
     "ArchitectureSpec",
     "DatasetSpec",
     "GridSpec",
@@ -52,7 +51,6 @@ __all__ = [
     "spec_json_schema",
 ]
 
-PACKAGED_WEIGHTS = ("pretrained", "package", "timm")  # ImageNet label space unless num_classes says otherwise
 
 
 class SpecError(ValueError):
@@ -154,16 +152,22 @@ def _instantiable(kind: Literal["method", "metric"]) -> AfterValidator:
         from evaluation.registry import UnknownMetricError
 
         create = create_method if kind == "method" else create_metric
+        canonical: dict[str, dict[str, Any]] = {}
+        spelt: dict[str, str] = {}
         for name, params in entries.items():
             supplied = [p for p in REFERENCE_PARAMETERS if p in params]
             if supplied:
                 raise _invalid((name,), params, f"{supplied[0]!r} is drawn from each dataset's reference source by "
                                "the job (datasets.<name>.references and the spec field 'references')")
             try:
-                create(name, **params)
+                registered = create(name, **params).name
             except (UnknownMethodError, UnknownMetricError, TypeError, ValueError) as err:
                 raise _invalid((name,), params, str(err)) from None
-        return entries
+            if registered in canonical:
+                raise _invalid((name,), params, f"the {kind} {registered!r} is given twice (as {spelt[registered]!r} "
+                               f"and {name!r})")
+            canonical[registered], spelt[registered] = params, name
+        return canonical
 
     return AfterValidator(check)
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from importlib import metadata as package_metadata
 from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["CellRecord", "ModelRecord", "ReferenceRecord", "RunRecord", "DiagnosticValues", "run_record"]
 
@@ -37,7 +37,7 @@ class ModelRecord(_Record):
     weights: str
     layer: str
     num_classes: int
-    image_size: int = Field(description="the side of the images the model took (after resize and crop)")
+    image_size: int | None = Field(description="the side of the images the model took (after resize and crop)")
     input_size: int | None = Field(None, description="the spec's resize side, instead of the registry's preprocessing")
 
 
@@ -51,6 +51,8 @@ class ReferenceRecord(_Record):
 
 
 class CellRecord(_Record):
+    """One (dataset, architecture) cell: its images and shards, manifest, model, reference pools and diagnostics."""
+
     dataset: str
     architecture: str
     images: int
@@ -60,6 +62,19 @@ class CellRecord(_Record):
     references: ReferenceRecord | None = None
     diagnostics: dict[str, DiagnosticValues] = Field(default_factory=dict,
                                                      description="method → its M̂ diagnostics in this cell")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_model(cls, data: Any) -> Any:
+        """Records of earlier versions kept the model flat (``model`` its name, ``layer``, ``input_size``,
+        ``weights`` beside it): read them as a :class:`ModelRecord` without a known image side."""
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            data = dict(data)
+            flat = {key: data.pop(key, None) for key in ("layer", "input_size", "weights")}
+            data["model"] = {"name": data["model"], "weights": flat["weights"] or "pretrained",
+                             "layer": flat["layer"] or "", "num_classes": data.pop("num_classes", 1000),
+                             "input_size": flat["input_size"], "image_size": flat["input_size"]}
+        return data
 
 
 class RunRecord(_Record):
@@ -80,14 +95,14 @@ class RunRecord(_Record):
         """This record with the cell's ``diagnostics`` replaced."""
         if self.cell(dataset, architecture) is None:
             raise KeyError(f"run {self.run} has no cell {dataset}/{architecture}")
-        cells = [c.model_copy(update={"diagnostics": diagnostics})
+        cells = [CellRecord.model_validate({**c.model_dump(), "diagnostics": diagnostics})
                  if (c.dataset, c.architecture) == (dataset, architecture) else c for c in self.cells]
         return self.model_copy(update={"cells": cells})
 
 
 def run_record(run: str, config: dict[str, Any], seed: int, packages: Iterable[str] = PACKAGES,
                **fields: Any) -> RunRecord:
-    """A new record of run ``run``: its config and seed, the versions of ``packages`` and this machine's hardware."""
+    """A new record of run ``run``: its config and seed, the versions of ``packages`` and the driver's hardware."""
     versions = {}
     for name in packages:
         try:

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from jobs.pipeline import GridFailedError, run_grid, start_ray
+from jobs.pipeline import GridFailedError, run_grid
 from jobs.plan import plan_cells
+from jobs.ray_setup import start_ray
 from jobs.spec import load_spec, parse_spec
 from storage.builders import build
 from storage.report import write_report

@@ -226,7 +226,7 @@ def test_overrides_change_fields_before_validation():
 
 
 def test_placement_pins_one_gpu_per_actor_and_runs_a_cell_per_gpu():
-    from jobs.pipeline import placement
+    from jobs.ray_setup import placement
 
     spec = parse_spec(small_spec("m"), "s.yaml")
     laptop = placement(spec, {"CPU": 2.0})
@@ -247,7 +247,7 @@ def test_an_unreachable_cluster_address_fails_at_once():
 
     import ray
 
-    from jobs.pipeline import start_ray
+    from jobs.ray_setup import start_ray
 
     ray.shutdown()  # start_ray keeps a running Ray
     start = time.perf_counter()
@@ -316,3 +316,11 @@ def test_a_reference_manifest_never_gives_an_explained_image(manifest):
     explained = {i for ids in plan.images.values() for i in ids}
     assert len(explained) == 6 and len(plan.references.pools["fit"]) == 6
     assert not explained & set(plan.references.ids)
+
+
+def test_method_and_metric_names_take_their_registered_spelling(manifest):
+    spec = parse_spec(small_spec(manifest, methods={"GradCAM": {}}, metrics={"Max-Sensitivity": {"nr_samples": 2}}),
+                      "s.yaml")
+    assert list(spec.methods) == ["gradcam"] and list(spec.metrics) == ["max_sensitivity"]
+    with pytest.raises(SpecError, match="s.yaml: metrics.Sparseness: the metric 'sparseness' is given twice"):
+        parse_spec(small_spec(manifest, metrics={"sparseness": {}, "Sparseness": {}}), "s.yaml")

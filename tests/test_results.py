@@ -90,6 +90,19 @@ def test_run_record_and_cell_markers(tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["run"] == "r1"
 
 
+def test_a_record_of_an_earlier_version_reads_with_its_model_nested(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    old = run_record("r1", {}, seed=0).model_dump()
+    old["cells"] = [{"dataset": "demo", "architecture": "lite0", "images": 4, "shards": [0], "manifest": "bundled:demo",
+                     "model": "efficientnet_lite0", "layer": "bn2", "input_size": None, "weights": "package",
+                     "references": None}]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps(old))
+    (cell,) = store.read_record().cells
+    assert (cell.model.name, cell.model.layer, cell.model.weights, cell.model.input_size) == (
+        "efficientnet_lite0", "bn2", "package", None)
+
+
 def test_bad_partition_names_and_missing_results(tmp_path):
     store = RunStore(tmp_path / "run")
     with pytest.raises(ValueError, match="dataset name 'a/b'"):

@@ -14,14 +14,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Literal, NamedTuple, Self
+from typing import ClassVar, NamedTuple, Self
 
 import torch
 from torch import Tensor, nn
 
 from attribution.channel_scaling import Diagnostics
 from attribution.layout import FeatureLayout
-from attribution.needs import Need, reference_pool_of
+from attribution.needs import Need, ReferencePool, reference_pool_of
 from attribution.postprocess import scored_map
 from attribution.split import LayerSplit, check_eval_mode, release_split, split_at
 
@@ -141,7 +141,6 @@ def sample_generators(seed: int, seeds: Seeds, batch: int) -> list[torch.Generat
     return [torch.Generator().manual_seed(hash((seed, s)) & 0x7FFF_FFFF_FFFF_FFFF) for s in per_sample]
 
 
-ReferencePool = Literal["fit", "held_out"]
 
 
 @dataclass(frozen=True)
@@ -247,6 +246,11 @@ class CAMMethod(ABC):
         """``"fit"`` for a method whose perturbations draw from a dataset's reference pool (the job
         passes that pool's features as ``reference_features``); ``None`` for the others."""
         return reference_pool_of(self.needs)
+
+    def perturbations(self, channels: int) -> int | None:
+        """How many perturbations this method fits on for a target layer of ``channels`` channels (Expected
+        Grad-CAM's ``M``); ``None`` for a method that fits nothing."""
+        return None
 
     def fit_diagnostics(self, channels: int) -> Diagnostics | None:
         """The diagnostics of what this method fits once per target layer of ``channels`` channels, from its

@@ -319,7 +319,7 @@ class ExpectedGradCAM(WeightedCAM):
         return fitted
 
     def _perturbations(self, channels: int, features: Tensor | None) -> PerturbationSet:
-        m = self.n_perturbations or 2 * channels
+        m = self.perturbations(channels)
         if self.perturbation == "dirac":
             return dirac_perturbation(self.dirac_point, channels)
         if self.perturbation == "gaussian":
@@ -334,6 +334,10 @@ class ExpectedGradCAM(WeightedCAM):
             raise ValueError("second_moment without a model needs reference_features")
         features = None if self.reference_features is None else self.reference_features.detach().float().cpu()
         return SecondMoment.of(self._perturbations(channels, features), self.ridge, warn=warn)
+
+    def perturbations(self, channels: int) -> int | None:
+        """``M``: ``n_perturbations``, else ``2K`` (one for the Dirac case)."""
+        return 1 if self.perturbation == "dirac" else self.n_perturbations or 2 * channels
 
     def fit_diagnostics(self, channels: int) -> Diagnostics | None:
         """The diagnostics of ``M̂`` (:meth:`second_moment`), without warning."""

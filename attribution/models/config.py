@@ -1,8 +1,9 @@
 """One model as a run uses it, resolved once: registry entry, weights, target layer, layout, classes, preprocessing.
 
 Like timm's pretrained configs, a :class:`ModelConfig` is plain, picklable data that says everything
-about a model without building it: the planner resolves it from a spec, the actors load it, the run
-record keeps it and the pictures re-read images through its preprocessing.
+about a model without building it: the planner resolves it from a spec, the actors load it, and the
+run record keeps what resolves it again (:class:`storage.record.ModelRecord`), through which the
+pictures re-read images with the same preprocessing.
 """
 
 from __future__ import annotations

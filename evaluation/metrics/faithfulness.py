@@ -7,8 +7,8 @@ broadcasts the map over channels, so its ``features_in_step = 3·k`` equals our 
 
 Curves are integrated on an x-axis normalised to ``[0, 1]`` (``trapz / (P − 1)`` over ``P`` points),
 so a score does not grow with the number of steps; Quantus integrates with ``dx = 1`` (its value is
-ours × ``(P − 1)``). Insertion, Deletion and Pixel Flipping share one deletion curve per batch when
-they are given the same ``cache`` dict (see :class:`evaluation.base.Metric`).
+ours × ``(P − 1)``). Deletion, Pixel Flipping and Insertion−Deletion share one deletion curve (and
+Insertion one insertion curve) when they score the same :class:`evaluation.base.Batch` (its memo).
 
 Quantus 0.6.0 vs 0.4.4 (used by the paper): 0.4.4 evaluated one sample at a time, so its default
 max-normalisation was per sample; 0.6.0 normalises over the whole batch unless ``normalise_axes`` is
@@ -31,6 +31,7 @@ from evaluation.base import Batch, Metric, flat, mark_undefined, safe_divide
 from evaluation.perturbation import (
     Baseline,
     baseline_image,
+    baseline_needs,
     check_baseline,
     class_scores,
     model_inputs,
@@ -93,7 +94,7 @@ class _CurveMetric(_ModelMetric):
 
     @property
     def needs(self) -> frozenset[Need]:
-        return frozenset({Need.MODEL, Need.BLACK}) if self.baseline == "black" else frozenset({Need.MODEL})
+        return baseline_needs(self.baseline)
 
     def fill(self, batch: Batch, images: Tensor) -> Tensor:
         """The baseline image, broadcastable to ``images``."""
@@ -315,7 +316,7 @@ class Sufficiency(Metric):
         maps = self.prepare(batch.maps)
         predicted = batch.predicted
         if predicted is None:
-            images, model = batch.require(self.name, "images", "model")
+            images, model = batch.require(self.name, "images", "model")  # or the batch's predicted classes
             predicted = class_scores(model, images, softmax=False).argmax(dim=1)
         predicted = predicted.to(maps.device)
         a = flat(maps)
@@ -367,7 +368,7 @@ class Infidelity(Metric):
 
     @property
     def needs(self) -> frozenset[Need]:
-        return frozenset({Need.MODEL, Need.BLACK}) if self.baseline == "black" else frozenset({Need.MODEL})
+        return baseline_needs(self.baseline)
 
     def score(self, batch: Batch) -> Tensor:
         images, model, targets = model_inputs(self.name, batch)
