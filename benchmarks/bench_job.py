@@ -71,7 +71,7 @@ def throughput(args: argparse.Namespace) -> None:
         markers = [store.cell_done(p.dataset, p.architecture) for p in plan_cells(spec, summary.run)]
         attribution = float(saliency["seconds"].sum())
         metrics = float(scores["seconds"].sum())
-        writing = sum(m["write_seconds"] for m in markers)
+        writing = sum(m.write_seconds for m in markers)
         wall = summary.seconds
         images = saliency.select("dataset", "architecture", "image_id").unique().height
         maps = saliency.height

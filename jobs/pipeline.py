@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import pyarrow as pa
@@ -43,7 +43,7 @@ from jobs.plan import IMAGE_COLUMNS, REFERENCE_COLUMNS, CellPlan, plan_cells, re
 from jobs.progress import CellProgress, GridProgress, format_duration
 from jobs.ray_setup import Placement, configure_data, mapped, placement, start_ray
 from jobs.spec import GridSpec
-from storage.record import CellRecord, ModelRecord, ReferenceRecord, run_record
+from storage.record import CellMarker, CellRecord, ModelRecord, ReferenceRecord, run_record
 from storage.results import RunStore
 
 __all__ = ["RunSummary", "GridFailedError", "run_grid"]
@@ -227,20 +227,10 @@ def _run_cell(
         progress.update(cell, force=True)
         return cell
     cell.status, cell.error = "done", None
-    store.mark_cell_done(
-        plan.dataset,
-        plan.architecture,
-        {
-            "images": plan.total,
-            "shards": sorted(plan.images),
-            "seconds": cell.elapsed,
-            "attempts": cell.attempts,
-            "bytes_written": stats["bytes"],
-            "write_seconds": stats["write_seconds"],
-            "placement": place.__dict__,
-            "diagnostics": {name: diag.to_dict() for name, diag in (diagnostics or {}).items()},
-        },
-    )
+    store.mark_cell_done(plan.dataset, plan.architecture, CellMarker(
+        images=plan.total, shards=sorted(plan.images), seconds=cell.elapsed, attempts=cell.attempts,
+        bytes_written=stats["bytes"], write_seconds=stats["write_seconds"], placement=asdict(place),
+        diagnostics={name: diag.to_dict() for name, diag in (diagnostics or {}).items()}))
     progress.update(cell, force=True)
     return cell
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["CellRecord", "ModelRecord", "ReferenceRecord", "RunRecord", "DiagnosticValues", "run_record"]
+__all__ = ["CellMarker", "CellRecord", "DiagnosticValues", "ModelRecord", "ReferenceRecord", "RunRecord", "run_record"]
 
 DiagnosticValues = dict[str, float | int | bool | None]  # one method's M̂ diagnostics (M, K, R, rank, κ, …)
 PACKAGES = ("camgrid", "torch", "torchvision", "timm", "quantus", "ray", "polars", "pyarrow", "numpy")
@@ -75,6 +75,19 @@ class CellRecord(_Record):
                              "layer": flat["layer"] or "", "num_classes": data.pop("num_classes", 1000),
                              "input_size": flat["input_size"], "image_size": flat["input_size"]}
         return data
+
+
+class CellMarker(_Record):
+    """The success marker of a finished cell (``cells/dataset=…/architecture=….json``): what it took."""
+
+    images: int
+    shards: list[int] = []
+    seconds: float = 0.0
+    attempts: int = 1
+    bytes_written: int = 0
+    write_seconds: float = 0.0
+    placement: dict[str, float | int] = Field(default_factory=dict, description="the actors' resources")
+    diagnostics: dict[str, DiagnosticValues] = Field(default_factory=dict)
 
 
 class RunRecord(_Record):

@@ -20,11 +20,10 @@ plain float16 would flush or overflow).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from storage.files import atomic_write_bytes, atomic_write_table, exists, join, read_file, resolve
-from storage.record import RunRecord
+from storage.record import CellMarker, RunRecord
 
 __all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA", "RunStore", "saliency_table",
            "decode_maps"]
@@ -182,14 +181,16 @@ class RunStore:
         return join(root, "cells", f"dataset={_check_name('dataset', dataset)}",
                     f"architecture={_check_name('architecture', architecture)}.json")
 
-    def mark_cell_done(self, dataset: str, architecture: str, summary: dict[str, Any]) -> None:
-        filesystem, _ = self._fs
-        atomic_write_bytes(filesystem, self._marker_path(dataset, architecture), json.dumps(summary, indent=2).encode())
-
-    def cell_done(self, dataset: str, architecture: str) -> dict[str, Any] | None:
+    def mark_cell_done(self, dataset: str, architecture: str, marker: CellMarker) -> None:
         filesystem, _ = self._fs
         path = self._marker_path(dataset, architecture)
-        return json.loads(read_file(filesystem, path)) if exists(filesystem, path) else None
+        atomic_write_bytes(filesystem, path, marker.model_dump_json(indent=2).encode())
+
+    def cell_done(self, dataset: str, architecture: str) -> CellMarker | None:
+        """The cell's success marker, or ``None`` while it is not finished."""
+        filesystem, _ = self._fs
+        path = self._marker_path(dataset, architecture)
+        return CellMarker.model_validate_json(read_file(filesystem, path)) if exists(filesystem, path) else None
 
     def _features_path(self, dataset: str, architecture: str) -> str:
         _, root = self._fs

@@ -152,7 +152,7 @@ def test_grid_writes_exactly_one_row_per_image_method_metric(baseline, manifest)
     assert set(stored.column("image_id").to_pylist()) == set(plan.references.ids)  # disjoint pools, none explained
     assert not set(plan.references.ids) & images
     marker = RunStore(str(out)).cell_done("demo", "lite0")
-    assert marker["images"] == 6 and marker["attempts"] == 1
+    assert marker.images == 6 and marker.attempts == 1 and marker.placement["actors_per_cell"] == 1
     assert any("[demo/lite0] 6/6 images" in line and "done" in line for line in lines)
     assert any("img/s" in line and "ETA" in line for line in lines)
     written = write_report(out)
@@ -250,7 +250,7 @@ def test_a_model_failure_is_retried_and_every_row_lands_once(state, manifest, ba
     run(grid_spec(manifest), tmp_path / "flaky", lines, evaluator=RaisingOnceEvaluator)
     assert (state / "raised").exists()
     assert any("attempt 1 failed: RuntimeError: injected model failure; resuming" in line for line in lines)
-    assert RunStore(str(tmp_path / "flaky")).cell_done("demo", "lite0")["attempts"] == 2
+    assert RunStore(str(tmp_path / "flaky")).cell_done("demo", "lite0").attempts == 2
     assert_same_scores(scores(tmp_path / "flaky"), scores(baseline[0]))
 
 

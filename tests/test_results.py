@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from storage.record import run_record
+from storage.record import CellMarker, run_record
 from storage.results import SCORES_SCHEMA, RunStore, saliency_table
 
 
@@ -85,8 +85,8 @@ def test_run_record_and_cell_markers(tmp_path):
         store.read_record()
     store.write_record(record)
     assert store.cell_done("cub200", "vgg16") is None
-    store.mark_cell_done("cub200", "vgg16", {"images": 500})
-    assert store.cell_done("cub200", "vgg16") == {"images": 500}
+    store.mark_cell_done("cub200", "vgg16", CellMarker(images=500, attempts=2))
+    assert store.cell_done("cub200", "vgg16") == CellMarker(images=500, attempts=2)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["run"] == "r1"
 
 

@@ -49,7 +49,7 @@ class _ChannelMetric(Metric):
 class _Predictor:
     """The split at the target layer, the images' pass through it and ``g(z)`` on them."""
 
-    def __init__(self, split: LayerSplit, base: LayerPass):
+    def __init__(self, split: LayerSplit, base: LayerPass) -> None:
         self.split, self.base = split, base
         self.g = ChannelScaling(split, base.feats, base.live, base.layout, base.targets)
 
@@ -87,7 +87,7 @@ class CAMInfidelity(_ChannelMetric):
         reference_features: Tensor | None = None,
         n_perturbations: int | None = None,
         seed: int = 1,
-    ):
+    ) -> None:
         check_reference_pool(reference, reference_features)
         self.reference, self.reference_features = reference, reference_features
         self.n_perturbations = integer("n_perturbations", n_perturbations, 1, optional=True)

@@ -54,7 +54,7 @@ class EffectiveComplexity(Metric):
 
     name, direction, category, take_abs = "effective_complexity", "lower", "complexity", True
 
-    def __init__(self, eps: float = 1e-5):
+    def __init__(self, eps: float = 1e-5) -> None:
         self.eps = non_negative("eps", eps)
 
     def score(self, batch: Batch) -> torch.Tensor:

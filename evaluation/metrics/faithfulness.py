@@ -72,7 +72,7 @@ class _ModelMetric(Metric):
 
     needs = frozenset({Need.MODEL})
 
-    def __init__(self, softmax: bool = True, batch_size: int | None = None):
+    def __init__(self, softmax: bool = True, batch_size: int | None = None) -> None:
         self.softmax = softmax
         self.batch_size = integer("batch_size", batch_size, 1, optional=True)
 
@@ -87,7 +87,7 @@ class _CurveMetric(_ModelMetric):
 
     def __init__(
         self, steps: int = 224, baseline: Baseline = "black", softmax: bool = True, batch_size: int | None = None
-    ):
+    ) -> None:
         super().__init__(softmax, batch_size)
         self.steps = integer("steps", steps, 1)
         self.baseline = check_baseline(self.name, baseline)
@@ -212,7 +212,7 @@ class FaithfulnessEstimate(_CurveMetric):
 
     def __init__(
         self, steps: int = 224, baseline: Baseline = "black", softmax: bool = False, batch_size: int | None = None
-    ):
+    ) -> None:
         super().__init__(steps, baseline, softmax, batch_size)
 
     def score(self, batch: Batch) -> Tensor:
@@ -248,7 +248,7 @@ class IROF(_ModelMetric):
 
     name, direction, category = "irof", "higher", "faithfulness"
 
-    def __init__(self, softmax: bool = True, batch_size: int | None = None, n_segments: int = 100):
+    def __init__(self, softmax: bool = True, batch_size: int | None = None, n_segments: int = 100) -> None:
         super().__init__(softmax, batch_size)
         self.n_segments = integer("n_segments", n_segments, 1)
 
@@ -308,7 +308,7 @@ class Sufficiency(Metric):
     name, direction, category, take_abs = "sufficiency", "higher", "faithfulness", True
     needs = frozenset({Need.SHARD})
 
-    def __init__(self, threshold: float = 0.6):
+    def __init__(self, threshold: float = 0.6) -> None:
         self.threshold = non_negative("threshold", threshold)
 
     def score(self, batch: Batch) -> Tensor:
@@ -359,7 +359,7 @@ class Infidelity(Metric):
         baseline: Baseline = "black",
         softmax: bool = False,
         batch_size: int | None = None,
-    ):
+    ) -> None:
         self.patch_sizes = tuple(integer("patch_sizes", size, 1) for size in patch_sizes)
         if not self.patch_sizes:
             raise ValueError(f"{self.name}: patch_sizes must name at least one patch size")

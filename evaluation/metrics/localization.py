@@ -51,7 +51,7 @@ class AttributionLocalisation(Metric):
     name, direction, category, take_abs = "attribution_localisation", "higher", "localization", True
     needs = frozenset({Need.MASKS})
 
-    def __init__(self, weighted: bool = False):
+    def __init__(self, weighted: bool = False) -> None:
         self.weighted = weighted
 
     def score(self, batch: Batch) -> torch.Tensor:
@@ -71,7 +71,7 @@ class TopKIntersection(Metric):
     name, direction, category = "top_k_intersection", "higher", "localization"
     needs = frozenset({Need.MASKS})
 
-    def __init__(self, k: int = 1000):
+    def __init__(self, k: int = 1000) -> None:
         self.k = integer("k", k, 1)
 
     def score(self, batch: Batch) -> torch.Tensor:

@@ -65,7 +65,7 @@ class _Robustness(Metric):
     needs = frozenset({Need.MODEL, Need.EXPLAINER})
     uses_outputs = False  # whether the model's outputs on the perturbed inputs are needed (RIS, ROS)
 
-    def __init__(self, nr_samples: int, noise: tuple[str, float, float], seed: int, batch_size: int | None):
+    def __init__(self, nr_samples: int, noise: tuple[str, float, float], seed: int, batch_size: int | None) -> None:
         self.nr_samples = integer("nr_samples", nr_samples, 1)
         self.seed = integer("seed", seed, 0)
         self.batch_size = integer("batch_size", batch_size, 1, optional=True)
@@ -127,7 +127,7 @@ class _Sensitivity(_Robustness):
         upper_bound: float | None = None,
         seed: int = 0,
         batch_size: int | None = None,
-    ):
+    ) -> None:
         number("lower_bound", lower_bound)
         if upper_bound is None:
             noise = ("uniform", -lower_bound, lower_bound)
@@ -180,7 +180,7 @@ class LocalLipschitzEstimate(_Robustness):
         perturb_std: float = 0.1,
         seed: int = 0,
         batch_size: int | None = None,
-    ):
+    ) -> None:
         number("perturb_mean", perturb_mean)
         noise = ("gaussian", perturb_mean, positive("perturb_std", perturb_std))
         super().__init__(nr_samples, noise, seed, batch_size)
@@ -205,7 +205,7 @@ class _RelativeStability(_Robustness):
         upper_bound: float = 0.2,
         seed: int = 0,
         batch_size: int | None = None,
-    ):
+    ) -> None:
         number("lower_bound", lower_bound)
         noise = ("uniform", lower_bound, number("upper_bound", upper_bound, lower_bound))
         super().__init__(nr_samples, noise, seed, batch_size)
