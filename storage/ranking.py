@@ -23,7 +23,7 @@ import polars as pl
 from storage.record import CellRecord
 from storage.render import PlainTable, RankTable
 
-__all__ = ["Direction", "cell_means", "combination_ranks", "mean_table", "rank_table", "rank_tables",
+__all__ = ["TIE_RTOL", "Direction", "cell_means", "combination_ranks", "mean_table", "rank_table", "rank_tables",
            "nan_report", "diagnostics_frame", "diagnostics_table", "RANK_DEFICIENT"]
 
 Direction = Literal["higher", "lower"]
@@ -36,6 +36,7 @@ DIAGNOSTICS_SCHEMA = {"dataset": pl.String, "architecture": pl.String, "method":
                       "above_ridge": pl.Int64,
                       "full_rank": pl.Boolean}
 _EXAMPLES = 3  # rank-deficient cells named in a note before "…"
+TIE_RTOL = 1e-6  # cell means this close (relative) rank as ties
 
 
 def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -60,12 +61,27 @@ def _directions_frame(metrics: list[str], directions: Mapping[str, Direction]) -
     return pl.LazyFrame({"metric": metrics, "higher": [directions[m] == "higher" for m in metrics]})
 
 
-def combination_ranks(means: pl.LazyFrame, directions: Mapping[str, Direction]) -> pl.LazyFrame:
-    """Each method's rank within each (dataset, architecture, metric); ties get the average rank."""
+def combination_ranks(means: pl.LazyFrame, directions: Mapping[str, Direction],
+                      rtol: float = TIE_RTOL) -> pl.LazyFrame:
+    """Each method's rank within each (dataset, architecture, metric); ties get the average rank.
+
+    Means closer than ``rtol`` (relative to the larger magnitude) are tied: float noise must not order
+    two methods whose scores are the same number (Grad-CAM and XGrad-CAM on a GAP head differ by ~1e-9).
+    Sorted means are chained into one tie while each is within ``rtol`` of the previous one.
+    """
     metrics = means.select(pl.col("metric").unique()).collect()["metric"].to_list()
+    group = [*CELL, "metric"]
     oriented = pl.when(pl.col("higher")).then(-pl.col("mean")).otherwise(pl.col("mean"))
+    previous = pl.col("_oriented").shift(1).over(group, order_by="_oriented")
+    scale = pl.max_horizontal(pl.col("_oriented").abs(), previous.abs())
+    starts_tie = ((pl.col("_oriented") - previous).abs() > rtol * scale).fill_null(True)
     return (means.join(_directions_frame(metrics, directions), on="metric")
-            .with_columns(rank=oriented.rank("average").over([*CELL, "metric"])))
+            .with_columns(_oriented=oriented)
+            .with_columns(_position=pl.col("_oriented").rank("ordinal").over(group),
+                          _tie=starts_tie.cum_sum().over(group, order_by="_oriented"))
+            .with_columns(rank=pl.when(pl.col("_oriented").is_null()).then(None)
+                          .otherwise(pl.col("_position").mean().over([*group, "_tie"])))
+            .drop("_oriented", "_position", "_tie"))
 
 
 def nan_report(means: pl.LazyFrame) -> pl.DataFrame:

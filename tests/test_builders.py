@@ -46,6 +46,27 @@ def test_cifar10_images_are_the_pickled_pixels(tmp_path):
         build("cifar10", tmp_path, tmp_path / "m2", n=3, embed=False)
 
 
+class _Payload:
+    """Unpickling this runs ``os.system``: what a crafted batch file would do."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_cifar10_batches_are_read_as_data_never_as_code(tmp_path, monkeypatch):
+    import pickle
+
+    layouts.cifar10(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [b"a"], b"num_vis": _Payload()}, handle)
+    with pytest.raises(ManifestError, match=r"batches.meta is not a readable data pickle: .*posix.system|os.system"):
+        build("cifar10", tmp_path, tmp_path / "m", n=None)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_coco_union_mask_of_polygons_and_crowd_rle(tmp_path):
     expected = layouts.coco(tmp_path)
     manifest = build("coco", tmp_path, tmp_path / "m", n=None, categories=["zebra"])

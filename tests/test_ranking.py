@@ -93,3 +93,17 @@ def test_written_files(scores, tmp_path):
     paths = rank_tables(scores, DIRECTIONS)["table12b_ranks"].write(tmp_path, "table12b_ranks")
     assert sorted(p.name for p in paths) == ["table12b_ranks.csv", "table12b_ranks.md", "table12b_ranks.tex"]
     assert pl.read_csv(tmp_path / "table12b_ranks.csv")["mean rank"].to_list() == pytest.approx([1.75, 2.375, 1.5])
+
+
+def test_means_equal_up_to_float_noise_tie_whatever_their_order():
+    base = 0.123456789
+    for noise in (1e-10, -1e-10):
+        frame = pl.DataFrame({"dataset": ["d"] * 3, "architecture": ["a"] * 3, "method": ["gradcam", "xgradcam", "other"],
+                              "metric": ["ins"] * 3, "value": [base, base * (1 + noise), 0.5]})
+        ranks = combination_ranks(cell_means(frame), {"ins": "higher"}).collect()
+        got = dict(zip(ranks["method"], ranks["rank"]))
+        assert got == {"other": 1.0, "gradcam": 2.5, "xgradcam": 2.5}
+    apart = pl.DataFrame({"dataset": ["d"] * 2, "architecture": ["a"] * 2, "method": ["x", "y"], "metric": ["del"] * 2,
+                          "value": [0.5, 0.5 * (1 + 1e-4)]})
+    ranks = combination_ranks(cell_means(apart), {"del": "lower"}).collect()
+    assert dict(zip(ranks["method"], ranks["rank"])) == {"x": 1.0, "y": 2.0}  # a real difference still orders

@@ -28,12 +28,32 @@ LAYOUT = "cifar-10-batches-py/{batches.meta,data_batch_1..5,test_batch}"
 SPLITS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
+_NUMPY_ARRAYS = {  # what a pickled numpy array refers to, and nothing else
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles plain data (dicts, lists, bytes, numbers, numpy arrays) and refuses every other global:
+    a CIFAR-10 batch holds nothing else, and a pickle naming a function would run it."""
+
+    def find_class(self, module: str, name: str) -> type:
+        if (module, name) in _NUMPY_ARRAYS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never does "
+                                     "(refused: unpickling it would run code from the data)")
+
+
 def _unpickle(path: Path) -> dict:
     with open(require_path(path, "CIFAR-10 batch", LAYOUT), "rb") as handle:
         try:
-            return pickle.load(handle, encoding="bytes")
-        except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ManifestError(f"CIFAR-10 batch {path} is not a readable pickle: {err}") from err
+            batch = _DataUnpickler(handle, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+            raise ManifestError(f"CIFAR-10 batch {path} is not a readable data pickle: {err}") from err
+    if not isinstance(batch, dict):
+        raise ManifestError(f"CIFAR-10 batch {path} holds a {type(batch).__name__}, not a dict")
+    return batch
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -53,7 +73,8 @@ def index_cifar10(root: Path, split: str = "test") -> DatasetIndex:
         batch = _unpickle(root / batch_name)
         data, labels = np.asarray(batch[b"data"], dtype=np.uint8), batch[b"labels"]
         if data.shape != (len(labels), 3072):
-            raise ManifestError(f"CIFAR-10 batch {root / batch_name}: data is {data.shape}, expected ({len(labels)}, 3072)")
+            raise ManifestError(f"CIFAR-10 batch {root / batch_name}: data is {data.shape}, "
+                                f"expected ({len(labels)}, 3072)")
         candidates += [Candidate(f"{batch_name}_{row:05d}", int(label), split, None, load=partial(_png, data[row]))
                        for row, label in enumerate(labels)]
     return DatasetIndex("cifar10", names, candidates, str(root), split=split)
