@@ -43,7 +43,7 @@ from jobs.plan import IMAGE_COLUMNS, REFERENCE_COLUMNS, CellPlan, plan_cells, re
 from jobs.progress import CellProgress, GridProgress, format_duration
 from jobs.ray_setup import Placement, configure_data, mapped, placement, start_ray
 from jobs.spec import GridSpec
-from storage.record import CellMarker, CellRecord, ModelRecord, ReferenceRecord, run_record
+from storage.record import CellMarker, CellRecord, ModelRecord, ReferenceRecord, RunRecord, run_record
 from storage.results import RunStore
 
 __all__ = ["RunSummary", "GridFailedError", "run_grid"]
@@ -240,10 +240,27 @@ def _cell_record(plan: CellPlan) -> CellRecord:
     references = None if plan.references is None else ReferenceRecord(  # the ids: references/…/features.parquet
         manifest=plan.references.manifest, **{pool: len(ids) for pool, ids in plan.references.pools.items()})
     return CellRecord(dataset=plan.dataset, architecture=plan.architecture, images=plan.total,
-                      shards=sorted(plan.images), manifest=plan.manifest, references=references,
+                      shards=sorted(plan.images), manifest=plan.manifest, references=references, digest=plan.digest,
                       model=ModelRecord(name=model.name, weights=model.weights, layer=model.layer,
                                         num_classes=model.num_classes, image_size=model.image_size[0],
                                         input_size=model.input_size))
+
+
+def _check_resumable(store: RunStore, record: RunRecord, plans: list[CellPlan]) -> None:
+    """Refuse to resume a cell whose images, references, weights or targets changed since its results were
+    written (a rebuilt manifest, a new checkpoint); a cell that wrote nothing yet takes the new plan."""
+    updated = record
+    for plan in plans:
+        cell = record.cell(plan.dataset, plan.architecture)
+        if cell is None or cell.digest in (None, plan.digest):
+            continue
+        if store.done_shards(plan.dataset, plan.architecture) or store.cell_done(plan.dataset, plan.architecture):
+            raise ValueError(
+                f"{store.location}: cell {plan.name} holds results of other data: its manifest, reference images or "
+                "weights changed since the run began; give another --out, or restore them to resume")
+        updated = updated.with_cell(_cell_record(plan))
+    if updated is not record:
+        store.write_record(updated)
 
 
 def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) -> None:
@@ -260,6 +277,7 @@ def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) ->
                 f"{store.location} holds run {existing.run!r} of a different grid spec; "
                 "give another --out (or the same spec to resume it)"
             )
+        _check_resumable(store, existing, plans)
         return
     directions = metric_directions()
     store.write_record(run_record(run, spec.to_dict(), spec.seed, fingerprint=spec.fingerprint(),

