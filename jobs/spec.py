@@ -37,6 +37,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from storage.results import NAME
+
 __all__ = [
     "ArchitectureSpec",
     "DatasetSpec",
@@ -96,9 +98,9 @@ def _number(minimum: float, auto: bool = False) -> Any:
 
 
 def _directory_name(name: str) -> str:
-    if "/" in name or "=" in name or name.startswith((".", "_")):
-        raise PydanticCustomError("spec", "name {name} cannot be a result directory (no '/', '=', leading '.' "
-                                  "or '_')", {"name": repr(name)})
+    if NAME.fullmatch(name) is None:
+        raise PydanticCustomError("spec", "name {name} cannot be a result directory (letters, digits and _ . + - "
+                                  "only, not first)", {"name": repr(name)})
     return name
 
 

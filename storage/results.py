@@ -21,6 +21,7 @@ plain float16 would flush or overflow).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
@@ -32,11 +33,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from storage.files import atomic_write_bytes, atomic_write_table, exists, join, read_file, resolve
+from storage.files import atomic_write_bytes, atomic_write_table, exists, join, list_files, read_file, resolve
 from storage.record import CellMarker, RunRecord
 
-__all__ = ["SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA", "RunStore", "saliency_table",
-           "decode_maps"]
+__all__ = ["NAME", "SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA", "RunStore",
+           "saliency_table", "decode_maps"]
 
 SALIENCY_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
@@ -88,9 +89,14 @@ ROWS_SCHEMA = pa.schema([  # what an evaluator sends the driver: one row per (im
 KINDS = ("saliency", "scores")
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # what a dataset, architecture or run may be called
+
+
 def _check_name(kind: str, value: str) -> str:
-    if not value or "/" in value or "=" in value or value.startswith((".", "_")):
-        raise ValueError(f"{kind} name {value!r} cannot be used as a partition directory")
+    """``value`` if it can name a partition directory as it is (no '/', '=', '%', glob or space characters)."""
+    if not isinstance(value, str) or NAME.fullmatch(value) is None:
+        raise ValueError(f"{kind} name {value!r} cannot be used as a partition directory (letters, digits and "
+                         "_ . + - only, not first)")
     return value
 
 
@@ -238,9 +244,13 @@ class RunStore:
         filesystem, root = self._fs
         if not exists(filesystem, join(root, kind)):
             raise FileNotFoundError(f"no {kind} results under {self.location}")
+        scheme = self.location.split("://", 1)[0] + "://" if "://" in self.location else ""
+        files = [scheme + path for path in list_files(filesystem, join(root, kind), ".parquet")]
+        if not files:
+            raise FileNotFoundError(f"no {kind} results under {self.location}")
         schema = {"dataset": pl.String, "architecture": pl.String}
-        return pl.scan_parquet(join(self.location, kind, "**/*.parquet"), hive_partitioning=True,
-                               hive_schema=schema)
+        # the parts are listed, not globbed: a run directory may hold '[', '*' or '?' in its name
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema=schema, glob=False)
 
     def scores(self) -> pl.LazyFrame:
         return self.scan("scores")

@@ -98,6 +98,8 @@ def test_placeholders_fill_paths_and_cells(tmp_path):
         ({"datasets": {"demo": {"manifest": "m", "target": "top1"}}}, "datasets.demo.target: 'top1' is not one of"),
         ({"datasets": {"demo": {"path": "m"}}}, "datasets.demo: unknown field 'path'"),
         ({"datasets": {"a/b": {"manifest": "m"}}}, "datasets.a/b: name 'a/b' cannot be a result directory"),
+        ({"datasets": {"a%20b": {"manifest": "m"}}}, "datasets.a%20b: name 'a%20b' cannot be a result directory"),
+        ({"architectures": {"r?": {"model": "resnet18"}}}, "architectures.r?: name 'r?' cannot be a result directory"),
         ({"resources": {"gpus": 1}}, "resources: unknown field 'gpus'"),
         ({"resources": {"actors_per_cell": 0}}, "resources.actors_per_cell: expected an integer ≥ 1"),
         ({"metrcs": {}}, "unknown field 'metrcs'"),

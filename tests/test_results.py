@@ -109,3 +109,16 @@ def test_bad_partition_names_and_missing_results(tmp_path):
         store.write_shard("a/b", "x", 0, *shard_tables("r", 0))
     with pytest.raises(FileNotFoundError, match="no scores results"):
         store.scores()
+
+
+def test_a_run_directory_with_glob_characters_reads_only_its_own_parts(tmp_path):
+    for name, value in (("run[1]", 0.25), ("run1", 0.75)):  # "run[1]" as a glob would match "run1"
+        store = RunStore(str(tmp_path / name))
+        saliency = saliency_table("r", "gradcam", ["a"], [0], np.ones((1, 2, 2)), [0.0])
+        scores = pa.Table.from_pylist([{"run": "r", "method": "gradcam", "image_id": "a", "target": 0,
+                                        "metric": "auc", "value": value, "seconds": 0.0}], schema=SCORES_SCHEMA)
+        store.write_shard("d", "a", 0, saliency, scores)
+    frame = RunStore(str(tmp_path / "run[1]")).scores().collect()
+    assert frame["value"].to_list() == [0.25] and frame["dataset"].to_list() == ["d"]
+    with pytest.raises(ValueError, match="dataset name 'a%20b' cannot be used"):
+        RunStore(str(tmp_path / "x")).write_shard("a%20b", "a", 0, saliency, scores)
