@@ -204,9 +204,19 @@ def manifest_show(location) -> None:
 def report(run_dir, out, directions, overlays) -> None:
     """Rank tables (Markdown, CSV, LaTeX) of the run in RUN_DIR: the paper's Table 12 and per-cell tables."""
     from jobs.overlays import write_overlays
-    from storage.report import write_report
+    from storage.report import unfinished_cells, write_report
+    from storage.results import RunStore
 
     try:
+        store = RunStore(run_dir)
+        try:
+            unfinished = unfinished_cells(store, store.read_record())
+        except FileNotFoundError:
+            unfinished = []
+        if unfinished:
+            click.echo(f"warning: the run is incomplete: {len(unfinished)} cell(s) have not finished "
+                       f"({', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''}); the tables cover what "
+                       "was written. Rerun the job to complete it.", err=True)
         written = write_report(run_dir, out, json.loads(directions) if directions else None)
         if overlays:
             folder = Path(out or Path(run_dir) / "report") / "overlays"

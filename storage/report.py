@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -10,7 +11,13 @@ from storage.ranking import Direction, cell_means, diagnostics_frame, diagnostic
 from storage.record import RunRecord
 from storage.results import RunStore
 
-__all__ = ["write_report"]
+__all__ = ["unfinished_cells", "write_report"]
+
+
+def unfinished_cells(store: RunStore, record: RunRecord) -> list[str]:
+    """The record's cells (``dataset/architecture``) that have no success marker: a report of the run covers
+    only what they wrote so far."""
+    return [f"{c.dataset}/{c.architecture}" for c in record.cells if store.cell_done(c.dataset, c.architecture) is None]
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -42,6 +49,12 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     scores = store.scores()
     diagnostics = diagnostics_frame(record.cells if record is not None else [])
     tables = rank_tables(scores, directions, diagnostics if diagnostics.height else None)
+    unfinished = [] if record is None else unfinished_cells(store, record)
+    if unfinished:
+        listed = ", ".join(unfinished[:3]) + (", …" if len(unfinished) > 3 else "")
+        note = (f"Incomplete run: {len(unfinished)} of {len(record.cells)} cells have not finished ({listed}); "
+                "these tables cover the shards written so far. Rerun the job to complete it.")
+        tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
     written = {name: table.write(out, name) for name, table in tables.items()}
     report = nan_report(cell_means(scores))
     path = Path(out) / "nan_report.csv"

@@ -170,8 +170,7 @@ class RunStore:
         return written
 
     def shard_done(self, dataset: str, architecture: str, shard: int) -> bool:
-        filesystem, _ = self._fs
-        return all(exists(filesystem, self.part_path(kind, dataset, architecture, shard)) for kind in KINDS)
+        return shard in self.done_shards(dataset, architecture)
 
     def done_shards(self, dataset: str, architecture: str) -> set[int]:
         filesystem, _ = self._fs
@@ -180,7 +179,17 @@ class RunStore:
             selector = pafs.FileSelector(self._cell_dir(kind, dataset, architecture), allow_not_found=True)
             names = [info.base_name for info in filesystem.get_file_info(selector)]
             found.append({int(n[6:11]) for n in names if n.startswith("shard-") and n.endswith(".parquet")})
-        return found[0] & found[1]
+        return {shard for shard in found[0] & found[1] if self._readable(dataset, architecture, shard)}
+
+    def _readable(self, dataset: str, architecture: str, shard: int) -> bool:
+        """Whether both parts of a shard are whole Parquet files (a damaged part is redone, never trusted)."""
+        filesystem, _ = self._fs
+        for kind in KINDS:
+            try:
+                pq.read_metadata(self.part_path(kind, dataset, architecture, shard), filesystem=filesystem)
+            except (OSError, pa.ArrowInvalid):
+                return False
+        return True
 
     def _marker_path(self, dataset: str, architecture: str) -> str:
         _, root = self._fs

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from storage.ranking import diagnostics_frame, rank_tables
-from storage.record import CellRecord, run_record
+from storage.record import CellMarker, CellRecord, run_record
 from storage.report import write_report
 from storage.results import SCORES_SCHEMA, RunStore, saliency_table
 
@@ -42,7 +42,20 @@ def make_run(path, diagnostics: bool = True):
                 for i in range(2) for m, metric, v in SCORES]
         saliency = saliency_table("r", "gradcam", ["0"], [0], np.ones((1, 2, 2)), [0.0])
         store.write_shard(dataset, architecture, 0, saliency, pa.Table.from_pylist(rows, schema=SCORES_SCHEMA))
+        store.mark_cell_done(dataset, architecture, CellMarker(images=2, shards=[0]))
     return store
+
+
+def test_a_report_of_an_unfinished_run_says_so_in_every_table(tmp_path):
+    store = make_run(tmp_path / "run")
+    (tmp_path / "run" / "cells" / "dataset=pets" / "architecture=vgg16.json").unlink()
+    written = write_report(tmp_path / "run")
+    note = ("Incomplete run: 1 of 2 cells have not finished (pets/vgg16); these tables cover the shards written "
+            "so far. Rerun the job to complete it.")
+    for name, paths in written.items():
+        if name not in ("nan_report", "diagnostics"):
+            assert all(note in p.read_text() for p in paths if p.suffix == ".md"), name
+    assert store.cell_done("cub200", "resnet50") is not None
 
 
 def read(out, name, suffix):

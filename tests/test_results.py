@@ -122,3 +122,14 @@ def test_a_run_directory_with_glob_characters_reads_only_its_own_parts(tmp_path)
     assert frame["value"].to_list() == [0.25] and frame["dataset"].to_list() == ["d"]
     with pytest.raises(ValueError, match="dataset name 'a%20b' cannot be used"):
         RunStore(str(tmp_path / "x")).write_shard("a%20b", "a", 0, saliency, scores)
+
+
+def test_a_damaged_part_is_not_a_done_shard(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    saliency = saliency_table("r", "gradcam", ["a"], [0], np.ones((1, 2, 2)), [0.0])
+    for shard in (0, 1):
+        store.write_shard("d", "a", shard, saliency, pa.Table.from_pylist([], schema=SCORES_SCHEMA))
+    assert store.done_shards("d", "a") == {0, 1}
+    part = tmp_path / "run" / "scores" / "dataset=d" / "architecture=a" / "shard-00001.parquet"
+    part.write_bytes(part.read_bytes()[:-20])  # truncated: the footer is gone
+    assert store.done_shards("d", "a") == {0} and not store.shard_done("d", "a", 1)

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from dataset_layouts import cifar10
 
 import jobs.pipeline
-from dataset_layouts import cifar10
 from jobs.pipeline import run_grid
 from jobs.plan import plan_cells
 from jobs.spec import SpecError, parse_spec

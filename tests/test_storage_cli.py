@@ -8,7 +8,7 @@ import pyarrow as pa
 from click.testing import CliRunner
 
 from jobs.cli import main
-from storage.record import run_record
+from storage.record import CellRecord, run_record
 from storage.results import SCORES_SCHEMA, RunStore, saliency_table
 
 
@@ -48,6 +48,12 @@ def test_report_uses_the_directions_in_the_run_record(tmp_path):
     assert "| egc | <u>2.000</u> | **1.000** | **1.500** |" in result.output
     assert (tmp_path / "run" / "report" / "table12a_means.tex").exists()
     assert (tmp_path / "run" / "report" / "nan_report.csv").exists()
+    unfinished = run_record("r", {}, seed=0, metric_directions={"insertion": "higher", "deletion": "lower"},
+                            cells=[CellRecord(dataset="demo", architecture="lite0", images=2)])
+    store.write_record(unfinished)
+    warned = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--no-overlays"])
+    assert warned.exit_code == 0 and "warning: the run is incomplete: 1 cell(s) have not finished (demo/lite0)" in (
+        warned.output)
     store.write_record(run_record("r", {}, seed=0))
     missing = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
     assert missing.exit_code != 0 and "no metric_directions" in missing.output
