@@ -80,6 +80,7 @@ def run(spec, out, address, paths, settings, report) -> None:
 
     from jobs.pipeline import GridFailedError, run_grid
     from jobs.spec import SpecError, load_spec
+    from storage.results import RunInUseError
 
     logging.getLogger("evaluation").setLevel(logging.ERROR)  # NaN reasons: the report's nan_report.csv
     try:
@@ -87,7 +88,7 @@ def run(spec, out, address, paths, settings, report) -> None:
         grid = load_spec(spec, _pairs(paths, "--path"), changes)
         location = out or grid.output.format(name=grid.name)
         summary = run_grid(grid, location, address=address, echo=click.echo)
-    except (SpecError, FileNotFoundError, ValueError, ConnectionError, GridFailedError) as err:
+    except (SpecError, FileNotFoundError, ValueError, ConnectionError, GridFailedError, RunInUseError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"run {summary.run} finished in {summary.seconds:.1f} s → {summary.location}")
     if report and "://" not in summary.location:

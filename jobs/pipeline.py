@@ -25,11 +25,13 @@ and their tasks retried.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -51,6 +53,14 @@ __all__ = ["RunSummary", "GridFailedError", "run_grid"]
 
 class GridFailedError(RuntimeError):
     """Some cells did not finish; what was written stays, and a rerun resumes."""
+
+
+class GridInterruptedError(GridFailedError):
+    """The run was interrupted (Ctrl-C); every shard written so far stays, and a rerun resumes."""
+
+
+class _Stopped(Exception):
+    """Raised in a cell's thread when the run is being interrupted."""
 
 
 @dataclass
@@ -176,7 +186,9 @@ def _run_cell(
     progress: GridProgress,
     evaluator: type[CellEvaluator],
     featurizer: type[ReferenceFeaturizer] = ReferenceFeaturizer,
+    stop: threading.Event | None = None,
 ) -> CellProgress:
+    stop = stop or threading.Event()
     cell = progress.cell(plan.name, plan.total)
     if store.cell_done(plan.dataset, plan.architecture) is not None:
         cell.skipped, cell.status = plan.total, "done (resumed)"
@@ -186,6 +198,8 @@ def _run_cell(
     written: set[int] = set()
     diagnostics: dict[str, Diagnostics] | None = None
     for attempt in range(retries + 1):
+        if stop.is_set():
+            break
         done = store.done_shards(plan.dataset, plan.architecture) & set(plan.images)
         pending = sorted(set(plan.images) - done)
         if attempt == 0:
@@ -206,10 +220,17 @@ def _run_cell(
                 batch_size=None, batch_format="pyarrow", prefetch_batches=0
             )
             for batch in batches:
+                if stop.is_set():
+                    raise _Stopped
                 wrote = assembler.add(batch)
                 cell.done = written_before + assembler.images_done
                 progress.update(cell, force=bool(wrote))
+        except _Stopped:
+            cell.error = "interrupted"
         except Exception as err:  # noqa: BLE001 - any pipeline failure: resume from the written shards
+            if stop.is_set():  # the pipeline was torn down under it
+                cell.error = "interrupted"
+                continue
             cell.error = _root_cause(err)
             progress.echo(
                 f"[{plan.name}] attempt {attempt + 1} failed: {cell.error}"
@@ -302,13 +323,21 @@ def run_grid(
     to customise or instrument it; it must be importable by the workers); ``featurizer`` likewise
     for the reference-feature stage.
 
-    Raises :class:`GridFailedError` naming the cells that did not finish after their retries;
-    everything written stays in ``out`` and a rerun resumes it.
+    The run holds ``out`` for itself while it runs (:meth:`RunStore.lock`: a second run into it fails at
+    once). Raises :class:`GridFailedError` naming the cells that did not finish after their retries, and
+    :class:`GridInterruptedError` on Ctrl-C; everything written stays in ``out`` and a rerun resumes it.
     """
+    store = RunStore(os.fspath(out))
+    with store.lock():
+        return _run_locked(spec, store, address, echo, num_cpus, evaluator, featurizer)
+
+
+def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Callable[[str], None],
+                num_cpus: int | None, evaluator: type[CellEvaluator],
+                featurizer: type[ReferenceFeaturizer]) -> RunSummary:
     import ray
 
     started = time.perf_counter()
-    store = RunStore(os.fspath(out))
     run = f"{spec.name}-{spec.fingerprint()}"
     plans = plan_cells(spec, run, store.location)
     for line in regime_warnings(plans):
@@ -329,10 +358,7 @@ def run_grid(
         f"{per_actor} per actor"
     )
     progress = GridProgress(echo)
-    with ThreadPoolExecutor(max_workers=place.concurrent_cells, thread_name_prefix="camgrid-cell") as pool:
-        cells = list(pool.map(
-            lambda p: _run_cell(store, p, place, spec.resources.retries, progress, evaluator, featurizer), plans
-        ))
+    cells = _run_cells(store, plans, place, spec.resources.retries, progress, evaluator, featurizer, echo)
     summary = RunSummary(run, store.location, {c.name: c for c in cells}, time.perf_counter() - started, timings)
     echo(progress.summary())
     failed = [c for c in cells if not c.status.startswith("done")]
@@ -343,3 +369,43 @@ def run_grid(
             + f". Results so far are in {store.location}; rerun the same command to resume."
         )
     return summary
+
+
+def _quiet_teardown() -> None:
+    """Before Ray is shut down under running pipelines: Ray Data's threads must fail rather than start a new
+    local Ray (its auto-connect), and the errors they report are expected noise on an interrupt."""
+    hook = sys.modules.get("ray._private.auto_init_hook")
+    if hook is not None:
+        hook.enable_auto_connect = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    threading.excepthook = lambda args: None
+
+
+def _run_cells(store: RunStore, plans: list[CellPlan], place: Placement, retries: int, progress: GridProgress,
+               evaluator: type[CellEvaluator], featurizer: type[ReferenceFeaturizer],
+               echo: Callable[[str], None]) -> list[CellProgress]:
+    """Every cell in a pool of ``concurrent_cells`` threads. Ctrl-C stops them: the cells stop taking
+    batches, Ray is shut down under the ones that wait, and :class:`GridInterruptedError` says what stays."""
+    import ray
+
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=place.concurrent_cells, thread_name_prefix="camgrid-cell")
+    futures = [pool.submit(_run_cell, store, p, place, retries, progress, evaluator, featurizer, stop) for p in plans]
+    try:
+        pending = set(futures)
+        while pending:  # in short waits: a signal is handled only when the main thread runs Python code
+            _, pending = wait(pending, timeout=0.5)
+        return [future.result() for future in futures]
+    except KeyboardInterrupt:
+        stop.set()
+        echo("interrupted: stopping the cells (Ctrl-C again to abort at once); every shard written so far stays")
+        for future in futures:
+            future.cancel()
+        _quiet_teardown()
+        ray.shutdown()  # the cells waiting on their actors' batches fail now, and stop
+        pool.shutdown(wait=True)
+        raise GridInterruptedError(f"interrupted; results so far are in {store.location}: rerun the same command "
+                                   "to resume") from None
+    finally:
+        pool.shutdown(wait=True)

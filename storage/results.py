@@ -20,11 +20,14 @@ plain float16 would flush or overflow).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -33,11 +36,20 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from storage.files import atomic_write_bytes, atomic_write_table, exists, join, list_files, read_file, resolve
+from storage.files import (
+    atomic_write_bytes,
+    atomic_write_table,
+    exists,
+    is_local,
+    join,
+    list_files,
+    read_file,
+    resolve,
+)
 from storage.record import CellMarker, RunRecord
 
-__all__ = ["NAME", "SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA", "RunStore",
-           "saliency_table", "decode_maps"]
+__all__ = ["NAME", "SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA", "RunInUseError",
+           "RunStore", "saliency_table", "decode_maps"]
 
 SALIENCY_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
@@ -132,6 +144,10 @@ def decode_maps(frame: pl.DataFrame) -> "torch.Tensor":  # noqa: F821
     return torch.from_numpy(maps)
 
 
+class RunInUseError(RuntimeError):
+    """Another process is writing into this run directory."""
+
+
 @dataclass(frozen=True)
 class RunStore:
     """One run directory (a local path or an object-store URI) and its result datasets."""
@@ -154,6 +170,32 @@ class RunStore:
         if kind not in KINDS:
             raise ValueError(f"unknown result kind {kind!r}; known: {KINDS}")
         return join(self._cell_dir(kind, dataset, architecture), f"shard-{shard:05d}.parquet")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for one writer: a second run into it fails at once, naming the holder.
+
+        A local directory is locked with ``flock`` on ``.lock`` (released by the system when the holder
+        exits, however it exits); an object store has no such lock, and its runs are not guarded."""
+        filesystem, root = self._fs
+        if not is_local(filesystem):
+            yield
+            return
+        os.makedirs(root, exist_ok=True)
+        path = os.path.join(root, ".lock")
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(descriptor, 4096, 0).decode(errors="replace").strip() or "another process"
+                raise RunInUseError(f"{self.location} is in use by another camgrid run ({holder}); wait for it to "
+                                    "finish or give another --out") from None
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     # -- writing ---------------------------------------------------------------------------------
 

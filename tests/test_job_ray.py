@@ -271,17 +271,18 @@ def test_a_stuck_pipeline_fails_after_the_no_progress_timeout(state, manifest, t
 
 
 def test_a_cell_that_keeps_failing_names_the_cause_and_keeps_the_others(state, manifest, tmp_path):
+    (tmp_path / "damaged.pt").write_bytes(b"not a checkpoint")  # found at planning, unreadable on the actors
     spec = grid_spec(
         manifest,
         architectures={
             "lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96},
-            "broken": {"model": "efficientnet_lite0", "weights": f"file:{tmp_path}/missing.pt", "input_size": 96},
+            "broken": {"model": "efficientnet_lite0", "weights": f"file:{tmp_path}/damaged.pt", "input_size": 96},
         },
         methods={"gradcam": {}},
         metrics={"sparseness": {}},
         resources={"retries": 0},
     )
-    with pytest.raises(GridFailedError, match="1 of 2 cells did not finish: demo/broken: .*missing.pt") as caught:
+    with pytest.raises(GridFailedError, match="1 of 2 cells did not finish: demo/broken: .*damaged.pt") as caught:
         run(spec, tmp_path / "partial")
     assert "rerun the same command to resume" in str(caught.value)
     store = RunStore(str(tmp_path / "partial"))
@@ -353,3 +354,47 @@ def test_the_demo_runs_expected_gradcam_at_full_rank(state, tmp_path):
     for (method, image), value in by.items():
         if method == "expected_gradcam":
             assert value < by[("gradcam", image)]
+
+
+INTERRUPTED_RUN = """
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background child may ignore it)
+from job_faults import HangingEvaluator
+from jobs.pipeline import GridInterruptedError, run_grid
+from jobs.spec import parse_spec
+
+try:
+    run_grid(parse_spec(json.loads(sys.argv[1]), "interrupt.yaml"), sys.argv[2], evaluator=HangingEvaluator,
+             echo=lambda line: print(line, flush=True))
+except GridInterruptedError as err:
+    print(f"raised: {err}", flush=True)
+    sys.exit(3)
+"""
+
+
+def test_ctrl_c_stops_the_run_at_once_and_a_rerun_can_take_the_directory(manifest, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = grid_spec(manifest, methods={"gradcam": {}}, metrics={"sparseness": {}})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUN, json.dumps(spec), str(tmp_path / "run")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in process.stdout:  # wait until the cell is running
+        lines.append(line)
+        if line.startswith("[demo/lite0]"):
+            break
+    time.sleep(3)
+    interrupted = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=150)
+    output = "".join(lines) + rest
+    assert process.returncode == 3, output
+    assert time.perf_counter() - interrupted < 90, output  # a hanging batch would hold it for an hour
+    assert "interrupted: stopping the cells" in output and "rerun the same command to resume" in output
+    assert "Traceback" not in rest, rest
+    with RunStore(str(tmp_path / "run")).lock():  # the interrupted run let go of its directory
+        pass

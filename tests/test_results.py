@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from storage.record import CellMarker, run_record
-from storage.results import SCORES_SCHEMA, RunStore, saliency_table
+from storage.results import SCORES_SCHEMA, RunInUseError, RunStore, saliency_table
 
 
 def shard_tables(run: str, shard: int, methods=("gradcam", "egc"), metrics=("insertion", "sparseness"), value=0.5):
@@ -133,3 +133,15 @@ def test_a_damaged_part_is_not_a_done_shard(tmp_path):
     part = tmp_path / "run" / "scores" / "dataset=d" / "architecture=a" / "shard-00001.parquet"
     part.write_bytes(part.read_bytes()[:-20])  # truncated: the footer is gone
     assert store.done_shards("d", "a") == {0} and not store.shard_done("d", "a", 1)
+
+
+def test_a_run_directory_has_one_writer_at_a_time(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    with store.lock():
+        with pytest.raises(RunInUseError, match=r"run is in use by another camgrid run \(pid \d+ on .*\); wait"):
+            with RunStore(str(tmp_path / "run")).lock():
+                pass
+    with RunStore(str(tmp_path / "run")).lock():  # released on exit
+        pass
+    assert store.scan  # the lock file is hidden: it is no result part
+    assert not list((tmp_path / "run").glob("*.parquet"))

@@ -14,7 +14,7 @@ from jobs.pipeline import run_grid
 from jobs.plan import plan_cells
 from jobs.spec import SpecError, parse_spec
 from storage.builders import build
-from storage.results import SCORES_SCHEMA, RunStore, saliency_table
+from storage.results import SCORES_SCHEMA, RunInUseError, RunStore, saliency_table
 
 
 def spec_for(manifest: str, weights: str = "package") -> dict:
@@ -82,3 +82,14 @@ def test_a_cell_that_wrote_nothing_takes_the_new_plan(tmp_path):
     jobs.pipeline._record(spec, store, "resume-run", plans)
     after = store.read_record().cells[0]
     assert after.digest == plans[0].digest != before and after.shards == sorted(plans[0].images)
+
+
+def test_a_second_run_into_a_directory_in_use_fails_before_planning(tmp_path, no_ray):
+    cifar10(tmp_path / "cifar", rows=30)
+    manifest = str(tmp_path / "m")
+    build("cifar10", tmp_path / "cifar", manifest, n=12, seed=0, shard_size=4)
+    spec = parse_spec(spec_for(manifest), "resume.yaml")
+    with RunStore(str(tmp_path / "run")).lock():
+        with pytest.raises(RunInUseError, match="in use by another camgrid run"):
+            run_grid(spec, tmp_path / "run", echo=lambda _: None)
+    assert not (tmp_path / "run" / "run.json").exists()
