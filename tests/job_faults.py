@@ -70,11 +70,12 @@ class GpuRecordingEvaluator(CellEvaluator):
 
 
 class HangingEvaluator(CellEvaluator):
-    """Never returns: the pipeline makes no progress."""
+    """Never returns: the pipeline makes no progress (``hanging`` in the state folder says a batch started)."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import time
 
+        _claim("hanging")
         time.sleep(3600)
         return super().__call__(batch)
 

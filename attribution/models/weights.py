@@ -85,7 +85,8 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors come in many types
-        raise ValueError(f"checkpoint {path} could not be read: {err}") from err
+        first = str(err).split(". ")[0].splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"checkpoint {path} could not be read as a state dict of tensors: {first}") from None
     state = _unwrap(checkpoint, path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
