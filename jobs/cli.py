@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -78,7 +80,7 @@ def run(spec, out, address, paths, settings, report) -> None:
 
     import yaml
 
-    from jobs.pipeline import GridFailedError, run_grid
+    from jobs.pipeline import GridFailedError, GridInterruptedError, run_grid
     from jobs.spec import SpecError, load_spec
     from storage.results import RunInUseError
 
@@ -88,6 +90,11 @@ def run(spec, out, address, paths, settings, report) -> None:
         grid = load_spec(spec, _pairs(paths, "--path"), changes)
         location = out or grid.output.format(name=grid.name)
         summary = run_grid(grid, location, address=address, echo=click.echo)
+    except GridInterruptedError as err:  # a thread still inside Ray would hold the interpreter's exit
+        click.echo(f"Error: {err}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     except (SpecError, FileNotFoundError, ValueError, ConnectionError, GridFailedError, RunInUseError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"run {summary.run} finished in {summary.seconds:.1f} s → {summary.location}")

@@ -371,6 +371,9 @@ def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Call
     return summary
 
 
+INTERRUPT_GRACE_S = 30.0  # how long an interrupted run waits for its cells to stop
+
+
 def _quiet_teardown() -> None:
     """Before Ray is shut down under running pipelines: Ray Data's threads must fail rather than start a new
     local Ray (its auto-connect), and the errors they report are expected noise on an interrupt."""
@@ -396,7 +399,6 @@ def _run_cells(store: RunStore, plans: list[CellPlan], place: Placement, retries
         pending = set(futures)
         while pending:  # in short waits: a signal is handled only when the main thread runs Python code
             _, pending = wait(pending, timeout=0.5)
-        return [future.result() for future in futures]
     except KeyboardInterrupt:
         stop.set()
         echo("interrupted: stopping the cells (Ctrl-C again to abort at once); every shard written so far stays")
@@ -404,8 +406,9 @@ def _run_cells(store: RunStore, plans: list[CellPlan], place: Placement, retries
             future.cancel()
         _quiet_teardown()
         ray.shutdown()  # the cells waiting on their actors' batches fail now, and stop
-        pool.shutdown(wait=True)
+        wait(futures, timeout=INTERRUPT_GRACE_S)
+        pool.shutdown(wait=False, cancel_futures=True)  # a thread still inside Ray Data is left to the exit
         raise GridInterruptedError(f"interrupted; results so far are in {store.location}: rerun the same command "
                                    "to resume") from None
-    finally:
-        pool.shutdown(wait=True)
+    pool.shutdown(wait=True)
+    return [future.result() for future in futures]
