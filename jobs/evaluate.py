@@ -35,7 +35,7 @@ import torch
 
 from attribution.channel_scaling import RankDeficientWarning, reference_features
 from attribution.methods import CAMMethod, create_method
-from attribution.models import LoadedModel
+from attribution.models import LoadedModel, Preprocessing
 from attribution.needs import POOLS, Need
 from attribution.postprocess import check_finite
 from evaluation import Batch, Metric, create_metric
@@ -131,7 +131,8 @@ class CellEvaluator:
                       for name, method in self.methods.items()}
 
     @property
-    def preprocessing(self):
+    def preprocessing(self) -> Preprocessing:
+        """The cell's preprocessing (what its images go through before the model)."""
         return self.loaded.preprocessing
 
     def _reference_features(self) -> dict[str, torch.Tensor]:
