@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from storage.builders import aircraft, cifar10, coco, cub, demo, dogs, flowers, folder, imagenet, pets
+from storage.builders import aircraft, cifar10, coco, cub, demo, dogs, flowers, folder, imagenet, pets, voc
 from storage.builders.common import DatasetIndex, build_manifest
 from storage.builders.demo import (
     REFERENCE_PHOTOS,
@@ -65,6 +65,9 @@ BUILDERS: dict[str, Builder] = {
     "stanford_dogs": Builder(dogs.index_dogs, dogs.VERSION, "test", 500, "Stanford Dogs with boxes"),
     "fgvc_aircraft": Builder(aircraft.index_aircraft, aircraft.VERSION, "test", 500, "FGVC-Aircraft with boxes",
                              ("train", "val", "trainval", "all")),
+    "voc2007": Builder(voc.index_voc2007, voc.VERSION, "test", None,
+                       "PASCAL VOC2007, a row per (image, class) with its boxes (pointing game)",
+                       ("train", "val", "trainval")),
     "folder": Builder(folder.index_folder, folder.VERSION, "all", None, "ImageFolder layout (your own data)"),
     "demo": Builder(demo.index_demo, demo.VERSION, "all", None, "bundled offline demo (scikit-image photos)", ()),
     "demo_references": Builder(demo.index_demo_references, demo.REFERENCES_VERSION, "reference", None,

@@ -28,7 +28,7 @@ from storage.manifest import MANIFEST_SCHEMA, Manifest, ManifestError, encode_ma
 from storage.sampling import SampleTooSmallError, select_stratified
 
 __all__ = ["Box", "Candidate", "DatasetIndex", "build_manifest", "require_path", "read_table_file", "read_voc_boxes",
-           "load_mat", "open_mask_image", "unknown_split"]
+           "read_voc_annotation", "VocObject", "load_mat", "open_mask_image", "unknown_split"]
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +99,53 @@ def load_mat(path: Path, what: str) -> dict[str, Any]:
         raise ManifestError(f"{what} {path} is not a readable .mat file: {err}") from err
 
 
-def read_voc_boxes(path: Path) -> list[tuple[str, Box]]:
-    """``(object name, box)`` pairs of a Pascal-VOC style XML (ImageNet val boxes, Stanford Dogs)."""
+@dataclass(frozen=True)
+class VocObject:
+    """One ``<object>`` of a Pascal-VOC style XML: its name, its box as written, its difficult flag."""
+
+    name: str
+    box: Box
+    difficult: bool
+
+
+def _voc_number(path: Path, element: ET.Element | None, tag: str, where: str) -> float:
+    text = None if element is None else element.findtext(tag)
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        found = "missing" if text is None else f"{text.strip()!r}, not a number"
+        raise ManifestError(f"{path}: {where} <{tag}> is {found}") from None
+
+
+def read_voc_annotation(path: Path) -> tuple[tuple[int, int] | None, list[VocObject]]:
+    """``(image size (width, height), objects)`` of a Pascal-VOC style XML; the size is None when absent.
+
+    A file that is not XML, or a box coordinate, size or ``<difficult>`` flag that is missing or not
+    a number, is a one-line ``ManifestError`` naming the file and the field. An object without
+    ``<name>`` is named ``""``; one without ``<difficult>`` is not difficult.
+    """
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
         raise ManifestError(f"box annotation {path} is not valid XML: {err}") from err
-    boxes = []
-    for obj in root.iter("object"):
-        bndbox = obj.find("bndbox")
-        coords = tuple(float(bndbox.findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append((obj.findtext("name", ""), coords))
-    return boxes
+    size_element = root.find("size")
+    size = None if size_element is None else tuple(int(_voc_number(path, size_element, tag, "<size>"))
+                                                   for tag in ("width", "height"))
+    objects = []
+    for number, obj in enumerate(root.iter("object"), 1):
+        where = f"object {number}"
+        coords = tuple(_voc_number(path, obj.find("bndbox"), tag, f"{where} <bndbox>")
+                       for tag in ("xmin", "ymin", "xmax", "ymax"))
+        difficult = _voc_number(path, obj, "difficult", where) if obj.find("difficult") is not None else 0
+        if difficult not in (0, 1):
+            raise ManifestError(f"{path}: {where} <difficult> is {difficult:g}, not 0 or 1")
+        objects.append(VocObject((obj.findtext("name") or "").strip(), coords, bool(difficult)))
+    return size, objects
+
+
+def read_voc_boxes(path: Path) -> list[tuple[str, Box]]:
+    """``(object name, box)`` pairs of a Pascal-VOC style XML (ImageNet val boxes, Stanford Dogs)."""
+    return [(obj.name, obj.box) for obj in read_voc_annotation(path)[1]]
 
 
 def open_mask_image(path: Path) -> Image.Image:
