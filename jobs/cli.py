@@ -140,12 +140,16 @@ def manifest() -> None:
 @click.option("--reference/--embed", "reference", default=False,
               help="store image paths/URIs instead of the encoded bytes")
 @click.option("--shard-size", type=int, default=100, show_default=True, help="images per shard")
-def manifest_build(dataset, root, out, n, seed, split, categories, reference, shard_size) -> None:
+@click.option("--difficult/--no-difficult", default=None,
+              help="voc2007: keep the (image, class) pairs whose objects are all flagged difficult")
+@click.option("--subset", type=click.Choice(["all", "difficult"]), default=None,
+              help="voc2007: the pointing game's All or Difficult set (Zhang et al. 2018)")
+def manifest_build(dataset, root, out, n, seed, split, categories, reference, shard_size, difficult, subset) -> None:
     """Build a manifest of DATASET (see the list below) from its on-disk layout at ROOT.
 
     \b
     Datasets: imagenet, cifar10, coco, cub200, oxford_pets, flowers102, stanford_dogs, fgvc_aircraft,
-    folder (ImageFolder), demo (bundled, needs no ROOT).
+    voc2007 (a row per image and class present), folder (ImageFolder), demo (bundled, needs no ROOT).
 
     The evaluation set is the builder's default split. The reference distribution that Expected
     Grad-CAM draws its perturbations from is the train split, built as a manifest of its own (an
@@ -157,6 +161,11 @@ def manifest_build(dataset, root, out, n, seed, split, categories, reference, sh
     from storage.builders import BUILDERS, build
 
     options = {"categories": list(categories)} if categories else {}
+    voc = {"difficult": difficult, "subset": subset}
+    given = {k: v for k, v in voc.items() if v is not None}
+    if given and dataset != "voc2007":
+        raise click.BadParameter(f"only voc2007 takes --{next(iter(given))}", param_hint=f"--{next(iter(given))}")
+    options.update(given)
     if dataset not in ("demo", "demo_references") and root is None and dataset in BUILDERS:
         raise click.BadParameter(f"{dataset} needs the ROOT folder of its files", param_hint="ROOT")
     last = [-1]
@@ -209,7 +218,9 @@ def manifest_show(location) -> None:
               help='JSON metric → "higher"|"lower" (default: the run record\'s)')
 @click.option("--overlays/--no-overlays", default=True, show_default=True,
               help="also draw each cell's maps over its first images (PNG per cell)")
-def report(run_dir, out, directions, overlays) -> None:
+@click.option("--paper", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="a CSV of a paper's reported values to set beside the run's (default: the values its preset ships)")
+def report(run_dir, out, directions, overlays, paper) -> None:
     """Rank tables (Markdown, CSV, LaTeX) of the run in RUN_DIR: the paper's Table 12 and per-cell tables."""
     from jobs.overlays import write_overlays
     from storage.report import unfinished_cells, write_report
@@ -225,7 +236,8 @@ def report(run_dir, out, directions, overlays) -> None:
             click.echo(f"warning: the run is incomplete: {len(unfinished)} cell(s) have not finished "
                        f"({', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''}); the tables cover what "
                        "was written. Rerun the job to complete it.", err=True)
-        written = write_report(run_dir, out, json.loads(directions) if directions else None)
+        written = write_report(run_dir, out, json.loads(directions) if directions else None,
+                               _reported_values(store, paper))
         if overlays:
             folder = Path(out or Path(run_dir) / "report") / "overlays"
             written["overlays"] = write_overlays(run_dir, folder)
@@ -236,6 +248,20 @@ def report(run_dir, out, directions, overlays) -> None:
     markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
     if markdown is not None:
         click.echo(markdown.read_text())
+
+
+def _reported_values(store, path: str | None):
+    """The paper values for the report: the ``--paper`` file, else those the run's preset ships, else ``None``."""
+    from jobs.paper import paper_values
+    from storage.paper import read_paper_values
+
+    if path is not None:
+        return read_paper_values(path), path
+    try:
+        name = store.read_record().config.get("name")
+    except FileNotFoundError:
+        return None
+    return paper_values(name) if isinstance(name, str) else None
 
 
 @main.command("spec-schema")

@@ -224,3 +224,18 @@ def test_splits_subsets_and_stratified_sampling(voc_root, tmp_path):
     referenced = by_id(build("voc2007", voc_root, tmp_path / "r", n=None, embed=False))
     record = referenced["000001.dog"]
     assert record["image"] is None and record["image_uri"].endswith("VOC2007/JPEGImages/000001.jpg")
+
+
+def test_the_cli_builds_the_difficult_subset_and_refuses_voc_options_elsewhere(voc_root, tmp_path):
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+    from storage.manifest import read_manifest
+
+    out = tmp_path / "difficult"
+    result = CliRunner().invoke(main, ["manifest", "build", "voc2007", str(voc_root), "--out", str(out),
+                                       "--subset", "difficult"])
+    assert result.exit_code == 0, result.output
+    assert sorted(read_manifest(out).table.column("image_id").to_pylist()) == ["000001.dog"]
+    refused = CliRunner().invoke(main, ["manifest", "build", "demo", "--out", str(tmp_path / "d"), "--subset", "all"])
+    assert refused.exit_code != 0 and "only voc2007 takes --subset" in refused.output
