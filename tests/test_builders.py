@@ -169,6 +169,15 @@ def test_folder_records_corrupt_images_and_empty_classes(tmp_path):
     assert by_id(manifest)["dogs/nested/d1"]["label"] == 1
 
 
+def test_folder_images_that_differ_only_in_extension_keep_it_in_their_ids(tmp_path):
+    root = tmp_path / "mine"
+    layouts.write_image(root / "cats" / "x.jpg", seed=1)
+    layouts.write_image(root / "cats" / "x.png", seed=2)
+    layouts.write_image(root / "cats" / "y.png", seed=3)
+    manifest = build("folder", root, tmp_path / "m", n=None)
+    assert sorted(by_id(manifest)) == ["cats/x.jpg", "cats/x.png", "cats/y"]
+
+
 def test_referenced_images_are_read_through_their_uri(tmp_path):
     layouts.aircraft(tmp_path)
     manifest = build("fgvc_aircraft", tmp_path / "fgvc-aircraft-2013b", tmp_path / "m", n=None, embed=False)

@@ -39,3 +39,33 @@ def test_explain_names_a_bad_method_and_a_missing_image(tmp_path):
     assert result.exit_code == 2 and "unknown method 'gradcamm'" in result.output
     result = CliRunner().invoke(main, ["explain", str(tmp_path / "missing.jpg"), "--out", str(tmp_path)])
     assert result.exit_code == 1 and "image file not found" in result.output
+
+
+def test_run_and_build_options_fail_in_one_line(tmp_path):
+    spec = tmp_path / "latin1.yaml"
+    spec.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "latin1.yaml: not UTF-8 text" in result.output
+    for option in (["--shard-size", "0"], ["--shard-size", "-1"], ["-n", "0"]):
+        result = CliRunner().invoke(main, ["manifest", "build", "demo", "--out", str(tmp_path / "m"), *option])
+        assert result.exit_code == 2 and "is not in the range x>=1" in result.output, option
+    result = CliRunner().invoke(main, ["run", "demo", "--out", str(tmp_path / "r"),
+                                       "--set", "datasets.demo.manifest={data}/demo"])
+    assert result.exit_code == 1 and "unknown placeholder {data}" in result.output  # read as text, not YAML
+
+
+def test_setting_values_read_as_yaml_where_they_are_yaml():
+    from jobs.cli import _setting
+
+    assert _setting("5") == 5 and _setting("[1, 2]") == [1, 2] and _setting("{a: 1}") == {"a": 1}
+    assert _setting("{data}/x") == "{data}/x" and _setting("resnet50") == "resnet50"
+
+
+def test_explain_on_a_device_this_machine_lacks_says_so(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(main, ["explain", "--device", "cuda", "--methods", "gradcam", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "this machine has 0 CUDA device(s); use --device cpu" in result.output
+    result = CliRunner().invoke(main, ["explain", "--device", "tpu9", "--methods", "gradcam", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--device" in result.output and "Traceback" not in result.output

@@ -12,11 +12,13 @@ Labels index the sorted class-folder names (torchvision's ``ImageFolder`` conven
 folders, the label space is the sorted union of every split folder's classes, so a train
 (reference) manifest and a test manifest of the same root agree on every label. A class folder
 without images keeps its label and is recorded as a skip; ``image_id`` is the path below ``root``
-without the extension (``train/cats/0001`` with split folders, so ids never repeat across splits).
+without the extension (``train/cats/0001`` with split folders, so ids never repeat across splits), or
+with it where two images differ only in their extension (``cats/0001.jpg`` and ``cats/0001.png``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from storage.builders.common import Candidate, DatasetIndex, unknown_split
@@ -29,6 +31,12 @@ SPLIT_NAMES = ("train", "val", "test")
 
 def _subfolders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_id(relative: Path, stems: Counter[Path]) -> str:
+    """The path below the root without its extension, unless another image differs from it only by that."""
+    stem = relative.with_suffix("")
+    return str(relative if stems[stem] > 1 else stem)
 
 
 def index_folder(root: Path, split: str = "all", dataset: str | None = None) -> DatasetIndex:
@@ -55,5 +63,6 @@ def index_folder(root: Path, split: str = "all", dataset: str | None = None) -> 
         files = sorted(p for p in found if p.suffix.lower() in EXTENSIONS and p.is_file())
         if not files:
             skipped.append({"image_id": "", "source": str(directory), "reason": f"class {name!r} has no images"})
-        candidates += [Candidate(str(p.relative_to(root).with_suffix("")), label, split, str(p)) for p in files]
+        stems = Counter(p.relative_to(root).with_suffix("") for p in files)
+        candidates += [Candidate(_image_id(p.relative_to(root), stems), label, split, str(p)) for p in files]
     return DatasetIndex(dataset or root.name, classes, candidates, str(root), skipped, split=split)
