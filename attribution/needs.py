@@ -21,6 +21,7 @@ class Need(str, Enum):
 
     MODEL = "model"  # the model, the images it takes and the targets
     MASKS = "masks"  # ground-truth object masks at the images' resolution
+    BOXES = "boxes"  # ground-truth boxes of the explained class, per image, in the maps' pixel coordinates
     EXPLAINER = "explainer"  # the same method re-run on new inputs (images, targets → scored maps)
     CHANNEL_WEIGHTS = "channel_weights"  # a CAM's channel weights w (B, K) and its target layer
     BLACK = "black"  # the model's black image, −mean/std per channel

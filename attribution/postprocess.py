@@ -6,13 +6,15 @@ definition needs (pytorch-grad-cam, for instance, normalises before it upsamples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from attribution.numerics import safe_divide
 
-__all__ = ["check_finite", "minmax_normalize", "relu", "scored_map", "upsample"]
+__all__ = ["check_finite", "mask_images", "minmax_normalize", "relu", "scored_map", "upsample"]
 
 
 def check_finite(maps: Tensor) -> Tensor:
@@ -50,3 +52,22 @@ def minmax_normalize(maps: Tensor, eps: float = 0.0) -> Tensor:
     hi = maps.amax(dim=(-2, -1), keepdim=True)
     span = hi - lo + eps
     return safe_divide(maps - lo, span)
+
+
+def mask_images(images: Tensor, masks: Tensor, black: Tensor | Sequence[float] | None) -> Tensor:
+    """The model's input ``images`` ``(B, C, H, W)`` masked by ``masks`` ``(B, H, W)`` in ``[0, 1]``.
+
+    With the model's ``black`` (``−mean/std`` per channel) the *pixel* image is masked: for the model's
+    input ``x = (p − mean)/std`` of the ``[0, 1]`` image ``p``,
+
+        ((p ⊙ s) − mean)/std = x ⊙ s + black ⊙ (1 − s),
+
+    so masked-out pixels turn black — where Opti-CAM's official code masks (its model normalises inside,
+    and the ``[0, 1]`` image is multiplied by the map). With ``black=None`` the model's input itself is
+    masked, ``x ⊙ s``, which moves masked-out pixels to the dataset's mean colour.
+    """
+    s = masks[:, None].to(images.dtype)
+    if black is None:
+        return images * s
+    fill = torch.as_tensor(black, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+    return images * s + fill * (1 - s)

@@ -1,7 +1,7 @@
 """The metric interface: a typed batch of inputs, declared needs and the NaN policy.
 
 A metric scores a :class:`Batch` — saliency maps ``(B, H, W)`` at input resolution and whatever
-else it declares in ``needs`` (:class:`attribution.needs.Need`: the model, masks, a re-explainer,
+else it declares in ``needs`` (:class:`attribution.needs.Need`: the model, masks, boxes, a re-explainer,
 channel weights, the model's black, a reference pool, a whole shard) — and gives one float64 per
 sample, on the maps' device. ``metric(maps, images=…, model=…, targets=…)`` builds the batch in one
 line; an input the batch does not know is a ``TypeError``, a missing one a ``ValueError`` naming it.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -64,7 +64,11 @@ class Batch:
     draws do not depend on the batch); ``black`` the model's black image (``−mean/std`` per channel);
     ``layer``/``layout`` the method's target layer and ``weights`` (B, K) its channel weights
     (``None`` for a method without them); ``explainer`` the same method re-run; ``predicted`` (B,) the
-    model's classes where the caller has them. ``memo`` holds what metrics of these maps share.
+    model's classes where the caller has them; ``boxes`` one float ``(n_i, 4)`` tensor per map of the
+    explained class's ground-truth boxes ``(xmin, ymin, xmax, ymax)`` in the maps' continuous pixel
+    coordinates (pixel ``(u, v)`` covers ``[u, u+1) × [v, v+1)`` and lies in a box if its centre does,
+    as :func:`storage.manifest.boxes_to_mask`), ``n_i = 0`` allowed. ``memo`` holds what metrics of
+    these maps share.
     """
 
     maps: Tensor
@@ -79,6 +83,7 @@ class Batch:
     weights: Tensor | None = None
     explainer: Explainer | None = None
     predicted: Tensor | None = None
+    boxes: tuple[Tensor, ...] | None = None
     memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,12 +113,13 @@ class Batch:
             object.__setattr__(self, name, value)
         if self.black is not None:
             object.__setattr__(self, "black", tuple(float(v) for v in self.black))
+        if self.boxes is not None:
+            object.__setattr__(self, "boxes", _checked_boxes(self.boxes, b))
 
     def subset(self, index: Sequence[int]) -> Batch:
         """The samples ``index`` of this batch (with a memo of their own)."""
         rows = torch.as_tensor(list(index), dtype=torch.long)
-        picked = {f.name: _take(getattr(self, f.name), rows) for f in fields(self) if f.init}
-        return replace(self, **{k: v for k, v in picked.items() if k in _PER_SAMPLE})
+        return replace(self, **{name: _take(getattr(self, name), rows) for name in _PER_SAMPLE})
 
     def require(self, metric: str, *names: str) -> tuple:
         """The inputs ``names``, or a ``ValueError`` naming every one that is missing."""
@@ -129,13 +135,31 @@ class Batch:
         return self.memo[key]
 
 
-_DESCRIBED = {"masks": "ground-truth masks", "layer": "the method's target layer (layer=…)",
+_DESCRIBED = {"masks": "ground-truth masks", "boxes": "ground-truth boxes",
+              "layer": "the method's target layer (layer=…)",
               "explainer": "an explainer (images, targets → maps) to re-explain perturbed inputs",
               "black": "the model's black image (black = −mean/std per channel)"}
-_PER_SAMPLE = ("maps", "images", "targets", "masks", "seeds", "weights", "predicted")
+_PER_SAMPLE = ("maps", "images", "targets", "masks", "seeds", "weights", "predicted", "boxes")
+
+
+def _checked_boxes(boxes: Sequence[Tensor], b: int) -> tuple[Tensor, ...]:
+    """One float64 ``(n, 4)`` tensor of finite ``(xmin, ymin, xmax, ymax)`` per map, each with ``min ≤ max``."""
+    if len(boxes) != b:
+        raise ValueError(f"{len(boxes)} box sets for {b} maps (one (n, 4) tensor per map)")
+    checked = []
+    for i, value in enumerate(boxes):
+        value = torch.as_tensor(value, dtype=torch.float64)
+        if value.dim() != 2 or value.shape[1] != 4:
+            raise ValueError(f"boxes of sample {i} are {_shape(value)}, not (n, 4)")
+        if not torch.isfinite(value).all() or bool((value[:, 2:] < value[:, :2]).any()):
+            raise ValueError(f"boxes of sample {i} are not finite (xmin, ymin, xmax, ymax) with min ≤ max")
+        checked.append(value)
+    return tuple(checked)
 
 
 def _take(value: Any, rows: Tensor) -> Any:
+    if isinstance(value, tuple):
+        return tuple(value[i] for i in rows.tolist())
     return value[rows.to(value.device)] if isinstance(value, Tensor) else value
 
 
@@ -144,8 +168,9 @@ def _shape(value: Any) -> str:
 
 
 Direction = Literal["higher", "lower"]
-_NEED_FIELDS = {Need.MODEL: ("images", "model", "targets"), Need.MASKS: ("masks",), Need.EXPLAINER: ("explainer",),
-                Need.CHANNEL_WEIGHTS: ("layer",), Need.BLACK: ("black",)}  # the Batch fields that supply each need
+_NEED_FIELDS = {Need.MODEL: ("images", "model", "targets"), Need.MASKS: ("masks",), Need.BOXES: ("boxes",),
+                Need.EXPLAINER: ("explainer",), Need.CHANNEL_WEIGHTS: ("layer",),
+                Need.BLACK: ("black",)}  # the Batch fields that supply each need
 
 
 class Metric(ABC):
@@ -182,6 +207,7 @@ class Metric(ABC):
         weights: Tensor | None = None,
         explainer: Explainer | None = None,
         predicted: Tensor | Sequence[int] | None = None,
+        boxes: Sequence[Tensor] | None = None,
     ) -> Tensor:
         if isinstance(maps, Batch):
             given = [k for k, v in locals().items() if k not in ("self", "maps") and v is not None]
@@ -190,7 +216,7 @@ class Metric(ABC):
             batch = maps
         else:
             batch = Batch(maps, images, targets, model, masks, seeds, black, layer, layout, weights, explainer,
-                          predicted)
+                          predicted, boxes)
         batch.require(self.name, *(name for need, names in _NEED_FIELDS.items() if need in self.needs
                                    for name in names))
         return self.score(batch)

@@ -5,13 +5,14 @@ a curve). Here the copies are built chunk by chunk on the images' device and pus
 model ``batch_size`` rows at a time: Quantus's per-step numpy loop becomes a handful of large
 forward passes. A pixel's *step* is its rank in the map's descending order divided by the pixels
 per step; the copy at step ``s`` of a cumulative curve perturbs the pixels whose step is ``< s``,
-the copy of a single-step perturbation those whose step is ``== s``.
+the copy of a single-step perturbation those whose step is ``== s``. Masking an image by a saliency
+map (:func:`attribution.postprocess.mask_images`, in pixel or normalised space) is here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -20,20 +21,26 @@ from attribution.needs import Need
 from evaluation.base import Batch
 
 __all__ = [
-    "rows_per_pass",
+    "MASK_SPACES",
     "Baseline",
+    "MaskSpace",
     "baseline_image",
     "baseline_needs",
     "check_baseline",
-    "pixel_steps",
+    "check_mask_space",
     "class_scores",
-    "target_scores",
-    "perturbed_scores",
-    "trapezoid",
+    "mask_needs",
     "model_inputs",
+    "perturbed_scores",
+    "pixel_steps",
+    "rows_per_pass",
+    "target_scores",
+    "trapezoid",
 ]
 
 Baseline = Literal["black", "min", "mean"] | float | Sequence[float]
+MaskSpace = Literal["pixel", "normalized"]
+MASK_SPACES: tuple[MaskSpace, ...] = ("pixel", "normalized")
 
 
 def model_inputs(metric: str, batch: Batch) -> tuple[Tensor, nn.Module, Tensor]:
@@ -91,6 +98,19 @@ def check_baseline(metric: str, baseline: Baseline) -> Baseline:
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
         raise ValueError(f"{metric}: baseline must be 'black', 'min', 'mean', a number or numbers, got {baseline!r}")
     return baseline if isinstance(baseline, (int, float)) else tuple(float(v) for v in values)
+
+
+def check_mask_space(metric: str, mask_space: object) -> MaskSpace:
+    """``mask_space`` if it is ``"pixel"`` or ``"normalized"``, else a ``ValueError`` naming the parameter."""
+    if mask_space not in MASK_SPACES:
+        raise ValueError(f"{metric}: mask_space must be one of {', '.join(map(repr, MASK_SPACES))}; "
+                         f"got {mask_space!r}")
+    return cast(MaskSpace, mask_space)
+
+
+def mask_needs(mask_space: MaskSpace) -> frozenset[Need]:
+    """What a metric masking images in ``mask_space`` needs: the model, and its black in pixel space."""
+    return frozenset({Need.MODEL, Need.BLACK}) if mask_space == "pixel" else frozenset({Need.MODEL})
 
 
 def pixel_steps(maps: Tensor, pixels_per_step: int) -> Tensor:

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
+from attribution.needs import Need
 from attribution.postprocess import scored_map
-from evaluation import Batch, create_metric
+from evaluation import Batch
 from jobs.evaluate import pooled_metrics
 from jobs.plan import CellPlan
+from storage.files import resolve
 from storage.results import SCORES_SCHEMA, RunStore, saliency_table
 
 __all__ = ["ShardAssembler"]
@@ -41,9 +44,10 @@ class ShardAssembler:
     write_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        self.pooled = {name: create_metric(name, **self.plan.metrics[name]) for name in pooled_metrics(self.plan)}
+        self.pooled = {name: self.plan.metrics[name].create() for name in pooled_metrics(self.plan)}
         self.methods = list(self.plan.methods)
         self._per_image: dict[tuple[int, str], int] = {}
+        self._shard_boxes: dict[int, dict[str, torch.Tensor]] = {}
 
     def add(self, batch: pa.Table) -> list[int]:
         """Take a batch of output rows; returns the shards this completed and wrote."""
@@ -83,7 +87,7 @@ class ShardAssembler:
             per_batch = [{score["metric"]: score for score in r["scores"]} for r in group]
             for name in self.plan.metrics:
                 if name in self.pooled:
-                    values, seconds = self._pooled(name, maps, [r["predicted"] for r in group])
+                    values, seconds = self._pooled(name, maps, [r["predicted"] for r in group], shard, ids)
                 else:
                     values = [scores_of[name]["value"] for scores_of in per_batch]
                     seconds = [scores_of[name]["seconds"] for scores_of in per_batch]
@@ -103,9 +107,25 @@ class ShardAssembler:
         self.written.append(shard)
         self.write_seconds += time.perf_counter() - start
 
-    def _pooled(self, name: str, coarse: np.ndarray, predicted: list[int]) -> tuple[list[float], list[float]]:
-        """A pooled metric over the shard's maps, upsampled exactly as the actors upsample them."""
+    def _pooled(self, name: str, coarse: np.ndarray, predicted: list[int], shard: int,
+                ids: list[str]) -> tuple[list[float], list[float]]:
+        """A pooled metric over the shard's maps, upsampled exactly as the actors upsample them (and the images'
+        ground-truth boxes through the model's preprocessing, where the metric needs them)."""
         start = time.perf_counter()
+        metric = self.pooled[name]
         maps = scored_map(torch.from_numpy(coarse.copy()), self.plan.model.image_size)
-        values = self.pooled[name](Batch(maps, predicted=torch.tensor(predicted))).tolist()
+        boxes = self._boxes(shard, ids) if Need.BOXES in metric.needs else None
+        values = metric(Batch(maps, predicted=torch.tensor(predicted), boxes=boxes)).tolist()
         return values, [(time.perf_counter() - start) / len(values)] * len(values)
+
+    def _boxes(self, shard: int, ids: list[str]) -> tuple[torch.Tensor, ...]:
+        """The ground-truth boxes of images ``ids`` of ``shard``, in the model's input coordinates."""
+        if shard not in self._shard_boxes:
+            filesystem, path = resolve(self.plan.files[shard])
+            table = pq.read_table(path, columns=["image_id", "boxes", "width", "height"], filesystem=filesystem)
+            preprocessing = self.plan.model.preprocessing
+            self._shard_boxes = {shard: {
+                row["image_id"]: preprocessing.boxes([[b["xmin"], b["ymin"], b["xmax"], b["ymax"]]
+                                                      for b in row["boxes"] or []], row["width"], row["height"])
+                for row in table.to_pylist()}}
+        return tuple(self._shard_boxes[shard][i] for i in ids)

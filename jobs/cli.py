@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 
 from attribution.methods import method_names
 from attribution.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, load_model
@@ -28,7 +29,7 @@ def main() -> None:
 @click.option("--methods", default="all", show_default=True, help="comma-separated method names, or 'all'")
 @click.option("--params", default="{}", help='JSON per-method parameters, e.g. \'{"opticam": {"iterations": 20}}\'')
 @click.option("--out", default="camgrid-explain", show_default=True, type=click.Path(file_okay=False))
-@click.option("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when there is a GPU, else cpu)")
 @click.option("--references", default=None, metavar="MANIFEST",
               help="reference manifest Expected Grad-CAM draws 2K images from (your data's train split; "
                    "default: the bundled offline pool of photo crops)")
@@ -41,6 +42,7 @@ def explain(images, model_name, weights, layer, methods, params, out, device, re
     if unknown:
         raise click.BadParameter(f"unknown method {', '.join(map(repr, unknown))}; known: {', '.join(method_names())}",
                                  param_hint="--methods")
+    device = _device(device)
     try:
         method_params = json.loads(params)
     except json.JSONDecodeError as err:
@@ -59,6 +61,26 @@ def explain(images, model_name, weights, layer, methods, params, out, device, re
     click.echo(f"wrote {path}")
 
 
+def _device(name: str | None) -> str:
+    """The torch device ``name`` (default: cuda when there is a GPU), or a usage error saying what this machine has."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise click.BadParameter(str(err).splitlines()[0], param_hint="--device") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise click.BadParameter(f"{name}: this machine has {count} CUDA device(s); use --device cpu",
+                                     param_hint="--device")
+    elif device.type != "cpu":
+        raise click.BadParameter(f"{name}: use cpu or cuda[:N]", param_hint="--device")
+    return str(device)
+
+
 @main.command()
 @click.argument("spec", default="demo")
 @click.option("--out", default=None, help="run directory, local or s3:// / gs:// (default: the spec's, runs/<name>)")
@@ -74,11 +96,10 @@ def run(spec, out, address, paths, settings, report) -> None:
 
     \b
     Presets: demo (offline, a few minutes on a laptop), fine_grained_40, imagenet, coco_localization,
-    cifar10_infidelity. Rerunning the same command resumes: finished cells and shards are skipped.
+    cifar10_infidelity; Opti-CAM's opticam_imagenet_cnn, opticam_imagenet_vit, opticam_imagenet_faithfulness,
+    opticam_localization, opticam_ablation; voc_pointing_game. Rerunning the same command resumes: finished cells and shards are skipped.
     """
     import logging
-
-    import yaml
 
     from jobs.pipeline import GridFailedError, GridInterruptedError, run_grid
     from jobs.spec import SpecError, load_spec
@@ -86,7 +107,7 @@ def run(spec, out, address, paths, settings, report) -> None:
 
     logging.getLogger("evaluation").setLevel(logging.ERROR)  # NaN reasons: the report's nan_report.csv
     try:
-        changes = {key: yaml.safe_load(value) for key, value in _pairs(settings, "--set").items()}
+        changes = {key: _setting(value) for key, value in _pairs(settings, "--set").items()}
         grid = load_spec(spec, _pairs(paths, "--path"), changes)
         location = out or grid.output.format(name=grid.name)
         summary = run_grid(grid, location, address=address, echo=click.echo)
@@ -112,6 +133,15 @@ def run(spec, out, address, paths, settings, report) -> None:
             click.echo(markdown.read_text())
 
 
+def _setting(value: str) -> object:
+    """A ``--set`` value as YAML reads it (numbers, lists, mappings), or the text itself where it is not YAML
+    (``{data}/manifests`` is a path with a placeholder, not a flow mapping)."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
     pairs = {}
     for item in items:
@@ -131,7 +161,8 @@ def manifest() -> None:
 @click.argument("dataset")
 @click.argument("root", required=False, type=click.Path(file_okay=False))
 @click.option("--out", required=True, help="manifest folder (local path or s3:// / gs:// URI)")
-@click.option("-n", "--n", "n", type=int, default=None, help="images to sample, stratified by class (default: all)")
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=None,
+              help="images to sample, stratified by class (default: all)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--split", default=None,
               help="dataset split (default: the builder's evaluation split); reference sets for Expected "
@@ -139,7 +170,7 @@ def manifest() -> None:
 @click.option("--category", "categories", multiple=True, help="COCO category name (repeatable), e.g. zebra")
 @click.option("--reference/--embed", "reference", default=False,
               help="store image paths/URIs instead of the encoded bytes")
-@click.option("--shard-size", type=int, default=100, show_default=True, help="images per shard")
+@click.option("--shard-size", type=click.IntRange(min=1), default=100, show_default=True, help="images per shard")
 @click.option("--difficult/--no-difficult", default=None,
               help="voc2007: keep the (image, class) pairs whose objects are all flagged difficult")
 @click.option("--subset", type=click.Choice(["all", "difficult"]), default=None,

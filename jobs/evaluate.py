@@ -24,8 +24,9 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,12 +35,13 @@ import pyarrow.parquet as pq
 import torch
 
 from attribution.channel_scaling import RankDeficientWarning, reference_features
-from attribution.methods import CAMMethod, create_method
+from attribution.methods import Attribution, BoundMethod, CAMMethod
 from attribution.models import LoadedModel, Preprocessing
 from attribution.needs import POOLS, Need
 from attribution.postprocess import check_finite
-from evaluation import Batch, Metric, create_metric
+from evaluation import Batch, Metric
 from jobs.plan import IMAGE_COLUMNS, CellPlan, ReferencePlan, image_seed
+from jobs.spec import ComponentSpec, Target
 from storage.files import resolve
 from storage.manifest import decode_image, ground_truth_mask
 from storage.results import ROWS_SCHEMA, RunStore
@@ -47,24 +49,28 @@ from storage.results import ROWS_SCHEMA, RunStore
 __all__ = ["CellEvaluator", "ReferenceFeaturizer", "check_reference_features", "evaluate_in_process",
            "features_by_pool", "pooled_metrics", "row_scores", "supplied"]
 
-Component = TypeVar("Component", CAMMethod, Metric)
-
-
-def supplied(factory: Callable[..., Component], name: str, params: Mapping[str, Any],
-             features: Mapping[str, torch.Tensor]) -> Component:
-    """A method or metric built from its spec entry, with the features of the reference pool it declares."""
-    instance = factory(name, **params)
+def supplied(entry: ComponentSpec, features: Mapping[str, torch.Tensor],
+             black: tuple[float, ...] | None = None) -> CAMMethod | Metric:
+    """A method or metric built from its spec entry, with what it needs at construction: the features of the
+    reference pool it declares and, for a method that declares ``Need.BLACK`` (one that masks the pixel
+    image), the model's black. A metric's other needs come in the :class:`evaluation.Batch` it scores."""
+    instance = entry.create()
+    inputs: dict[str, Any] = {}
     pool = instance.reference_pool
-    if pool is None:
-        return instance
-    if pool not in features:
-        raise ValueError(f"{name} draws from the {pool!r} reference pool, which this cell has no features of")
-    return factory(name, **params, reference_features=features[pool])
+    if pool is not None:
+        if pool not in features:
+            raise ValueError(f"{entry.name} draws from the {pool!r} reference pool, which this cell has no features of")
+        inputs["reference_features"] = features[pool]
+    if entry.kind == "method" and Need.BLACK in instance.needs:
+        if black is None:
+            raise ValueError(f"{entry.name} masks the pixel image and needs the model's black image")
+        inputs["black"] = black
+    return entry.create(**inputs) if inputs else instance
 
 
 def pooled_metrics(plan: CellPlan) -> list[str]:
     """The plan's metrics that score a whole shard at once (computed by the driver)."""
-    return [name for name, params in plan.metrics.items() if Need.SHARD in create_metric(name, **params).needs]
+    return [name for name, entry in plan.metrics.items() if Need.SHARD in entry.create().needs]
 
 
 def _load_cell_model(plan: CellPlan, torch_threads: int | None) -> tuple[torch.device, LoadedModel]:
@@ -123,10 +129,12 @@ class CellEvaluator:
         warnings.filterwarnings("ignore", category=RankDeficientWarning)
         self.device, self.loaded = _load_cell_model(plan, torch_threads)
         features = self._reference_features()
-        self.methods = {name: supplied(create_method, name, params, features) for name, params in plan.methods.items()}
+        black = self.loaded.preprocessing.black
+        self.methods = {name: supplied(entry, features, black) for name, entry in plan.methods.items()}
         pooled = set(pooled_metrics(plan))
-        self.metrics = {name: supplied(create_metric, name, params, features)
-                        for name, params in plan.metrics.items() if name not in pooled}
+        self.metrics = {name: supplied(entry, features) for name, entry in plan.metrics.items() if name not in pooled}
+        self.metric_targets: dict[str, Target] = {name: plan.metrics[name].target or plan.target
+                                                  for name in self.metrics}
         self.bound = {name: method.bind(self.loaded.model, self.loaded.layer, self.loaded.layout)
                       for name, method in self.methods.items()}
 
@@ -149,39 +157,42 @@ class CellEvaluator:
 
     # -- one batch ------------------------------------------------------------------------------------
 
-    def _decode(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    def _decode(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, list[torch.Tensor | None],
+                                                          tuple[torch.Tensor, ...]]:
+        """The batch's images, ground-truth masks (``None`` where a row has none) and boxes (``(n, 4)``, maybe
+        ``n = 0``), all through the model's preprocessing."""
         preprocessing = self.loaded.preprocessing
         images = torch.stack([preprocessing(decode_image(row)) for row in rows]).to(self.device)
         masks = [ground_truth_mask(row) for row in rows]
-        return images, [None if m is None else preprocessing.mask(m).to(self.device) for m in masks]
+        boxes = tuple(preprocessing.boxes([[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] for b in row["boxes"] or []],
+                                          row["width"], row["height"]).to(self.device) for row in rows)
+        return images, [None if m is None else preprocessing.mask(m).to(self.device) for m in masks], boxes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ids = [row["image_id"] for row in rows]
-        images, masks = self._decode(rows)
+        images, masks, boxes = self._decode(rows)
         seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
-        model = self.loaded.model
         with torch.no_grad():
-            predicted = model(images).argmax(dim=1)
-        if self.plan.targets is None:
-            targets = predicted
-        else:
-            targets = torch.tensor([self.plan.targets[row["label"]] for row in rows], device=self.device)
+            predicted = self.loaded.model(images).argmax(dim=1)
+        labels, predicted_list = [row["label"] for row in rows], predicted.tolist()
+        kinds = dict.fromkeys([self.plan.target, *self.metric_targets.values()])
+        targets_of = {kind: torch.tensor(self.plan.targets_of(kind, labels, predicted_list), device=self.device)
+                      for kind in kinds}
+        targets = targets_of[self.plan.target]
         out: list[dict[str, Any]] = []
-        target_list, predicted_list = targets.tolist(), predicted.tolist()
+        target_list = targets.tolist()
         for name, bound in self.bound.items():
             start = time.perf_counter()
-            try:
-                attribution = bound(images, targets, seeds=seeds)
-                check_finite(attribution.raw)
-            except ValueError as err:
-                raise ValueError(f"cell {self.plan.name}, method {name}, images {ids}: {err}") from err
-            maps = attribution.scored(tuple(images.shape[-2:]))
+            attribution = self._attribute(name, bound, images, targets, seeds, ids)
             seconds = (time.perf_counter() - start) / len(rows)
-            inputs = Batch(maps, images=images, targets=targets, model=model, seeds=seeds,
-                           black=self.loaded.preprocessing.black, layer=bound.layer, layout=bound.layout,
-                           weights=attribution.weights, explainer=bound.explainer(), predicted=predicted)
-            scores = self._score(inputs, masks)
+            batches = {self.plan.target: self._batch(attribution, images, seeds, predicted, bound, boxes)}
+            for kind in kinds:
+                if kind not in batches:
+                    other = self._retargeted(name, bound, attribution, images, targets_of[kind], seeds, ids)
+                    batches[kind] = (batches[self.plan.target] if other is attribution
+                                     else self._batch(other, images, seeds, predicted, bound, boxes))
+            scores = self._score(batches, masks)
             coarse = attribution.raw.float().cpu().numpy()
             for i, row in enumerate(rows):
                 out.append({"image_id": ids[i], "shard": row["shard"], "method": name, "target": target_list[i],
@@ -192,13 +203,48 @@ class CellEvaluator:
                                        for metric, (values, per_image) in scores.items()]})
         return pa.Table.from_pylist(out, schema=ROWS_SCHEMA)
 
-    def _score(self, batch: Batch, masks: list[torch.Tensor | None]) -> dict[str, tuple[list[float], float]]:
+    def _attribute(self, name: str, bound: BoundMethod, images: torch.Tensor, targets: torch.Tensor,
+                   seeds: torch.Tensor, ids: list[str]) -> Attribution:
+        try:
+            attribution = bound(images, targets, seeds=seeds)
+            check_finite(attribution.raw)
+        except ValueError as err:
+            raise ValueError(f"cell {self.plan.name}, method {name}, images {ids}: {err}") from err
+        return attribution
+
+    def _retargeted(self, name: str, bound: BoundMethod, attribution: Attribution, images: torch.Tensor,
+                    targets: torch.Tensor, seeds: torch.Tensor, ids: list[str]) -> Attribution:
+        """``attribution`` explaining ``targets`` instead: recomputed for the images whose target differs."""
+        differ = (targets != attribution.targets).nonzero().flatten()
+        if len(differ) == 0:
+            return attribution
+        redo = self._attribute(name, bound, images[differ], targets[differ], seeds[differ.cpu()],
+                               [ids[i] for i in differ.tolist()])
+        raw = attribution.raw.clone()
+        raw[differ] = redo.raw
+        weights = None
+        if attribution.weights is not None and redo.weights is not None:
+            weights = attribution.weights.clone()
+            weights[differ] = redo.weights
+        return Attribution(raw, targets, weights, attribution.diagnostics)
+
+    def _batch(self, attribution: Attribution, images: torch.Tensor, seeds: torch.Tensor, predicted: torch.Tensor,
+               bound: BoundMethod, boxes: tuple[torch.Tensor, ...]) -> Batch:
+        """What the metrics score for one method's maps: every input a metric may declare a need of."""
+        return Batch(attribution.scored(tuple(images.shape[-2:])), images=images, targets=attribution.targets,
+                     model=self.loaded.model, seeds=seeds, black=self.loaded.preprocessing.black, layer=bound.layer,
+                     layout=bound.layout, weights=attribution.weights, explainer=bound.explainer(),
+                     predicted=predicted, boxes=boxes)
+
+    def _score(self, batches: Mapping[Target, Batch],
+               masks: list[torch.Tensor | None]) -> dict[str, tuple[list[float], float]]:
         """Every per-batch metric of one method's maps: ``metric → (values, seconds per image)``.
 
-        All metrics score the one ``batch`` (and so share its memo); those that need masks score
-        the images that have one, and are NaN (logged) for the others."""
+        Each metric scores the batch of its target's maps (metrics of one target share its memo); those
+        that need masks score the images that have one, and are NaN (logged) for the others."""
         out = {}
         for name, metric in self.metrics.items():
+            batch = batches[self.metric_targets[name]]
             start = time.perf_counter()
             if Need.MASKS in metric.needs:
                 values = self._on_masked(metric, batch, masks)

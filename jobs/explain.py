@@ -14,6 +14,7 @@ from torch import Tensor
 
 from attribution.channel_scaling import reference_features
 from attribution.methods import create_method
+from attribution.needs import Need
 from attribution.models import LoadedModel, imagenet_categories, open_image
 from attribution.models.preprocessing import Preprocessing
 from attribution.postprocess import check_finite, minmax_normalize
@@ -84,11 +85,13 @@ def explain_images(
     for name in methods:
         start = time.perf_counter()
         params = dict(method_params.get(name, {}))
-        method = create_method(name, **params)
-        if method.reference_pool is not None:
+        declared = create_method(name, **params)
+        if Need.BLACK in declared.needs:  # it masks the pixel image: towards the model's black
+            params["black"] = loaded.preprocessing.black
+        if declared.reference_pool is not None:
             channels = reference_features(loaded.model, loaded.layer, images[:1], layout=loaded.layout).shape[1]
             params["reference_features"] = manifest_reference_features(loaded, references, 2 * channels, progress)
-            method = create_method(name, **params)
+        method = create_method(name, **params)
         with method.bind(loaded.model, loaded.layer, loaded.layout) as bound:
             attribution = bound(images, targets)
         if attribution.diagnostics is not None:

@@ -136,11 +136,9 @@ def _compute_reference_features(
 
 def _diagnostics(plan: CellPlan, features: dict[str, torch.Tensor]) -> dict[str, Diagnostics]:
     """Per method fitted on a reference pool: the diagnostics of its ``M̂`` (the actors build the same one)."""
-    from attribution.methods import create_method
-
     out = {}
-    for name, params in plan.methods.items():
-        method = supplied(create_method, name, params, features)
+    for name, entry in plan.methods.items():
+        method = supplied(entry, features, plan.model.preprocessing.black)
         pool = method.reference_pool
         diagnostics = None if pool is None else method.fit_diagnostics(features[pool].shape[1])
         if diagnostics is not None:
@@ -302,7 +300,7 @@ def _record(spec: GridSpec, store: RunStore, run: str, plans: list[CellPlan]) ->
         return
     directions = metric_directions()
     store.write_record(run_record(run, spec.to_dict(), spec.seed, fingerprint=spec.fingerprint(),
-                                  metric_directions={m: directions[m] for m in spec.metrics},
+                                  metric_directions={m: directions[e.registered] for m, e in spec.metrics.items()},
                                   cells=[_cell_record(p) for p in plans]))
 
 

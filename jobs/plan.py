@@ -25,7 +25,7 @@ from attribution.models.config import ModelConfig
 from attribution.models.registry import predicts_imagenet
 from attribution.models.weights import checkpoint_digest, checkpoint_path
 from attribution.needs import POOLS, reference_pool_of
-from jobs.spec import ArchitectureSpec, DatasetSpec, GridSpec, SpecError
+from jobs.spec import ArchitectureSpec, ComponentSpec, DatasetSpec, GridSpec, SpecError, Target
 from storage.files import list_files, resolve
 from storage.manifest import Manifest, read_manifest
 from storage.sampling import hash_key, select_stratified
@@ -62,10 +62,11 @@ class CellPlan:
     manifest: str
     files: Mapping[int, str]  # shard → manifest part (path or URI)
     images: Mapping[int, tuple[str, ...]]  # shard → image ids to explain, sorted
-    targets: Mapping[int, int] | None  # manifest label → model class; None: explain the predicted class
+    target: Target  # the class each stored map explains: the label (through ``classes``) or the prediction
+    classes: Mapping[int, int] | None  # manifest label → model class; None where nothing explains the label
     references: ReferencePlan | None  # None: no method or metric draws reference images
-    methods: Mapping[str, Mapping[str, Any]]
-    metrics: Mapping[str, Mapping[str, Any]]
+    methods: Mapping[str, ComponentSpec]
+    metrics: Mapping[str, ComponentSpec]
     seed: int
     batch_size: int
     location: str = ""  # the run directory (the actors read the cell's stored reference features from it)
@@ -82,6 +83,14 @@ class CellPlan:
         if self.references is None:
             return self
         return replace(self, references=replace(self.references, files={}, pools={}))
+
+    def targets_of(self, kind: Target, labels: Iterable[int], predicted: Iterable[int]) -> list[int]:
+        """The model classes that maps of target ``kind`` explain, for images of these labels and predictions."""
+        if kind == "predicted":
+            return list(predicted)
+        if self.classes is None:
+            raise ValueError(f"cell {self.name}: no label → class mapping was planned for label targets")
+        return [self.classes[label] for label in labels]
 
     @property
     def total(self) -> int:
@@ -112,12 +121,16 @@ def _shard_files(manifest: Manifest) -> dict[int, str]:
     return by_shard
 
 
-def _targets(
+def _label_classes(
     spec: GridSpec, dataset: DatasetSpec, arch: ArchitectureSpec, manifest: Manifest, num_classes: int
 ) -> dict[int, int] | None:
-    if dataset.target == "predicted":
+    """Manifest label → model class, where the dataset's target or a metric's is the label; else ``None``."""
+    by_label = [m.name for m in spec.metrics.values() if m.target == "label"]
+    if dataset.target == "predicted" and not by_label:
         return None
     where = f"{spec.source}: datasets.{dataset.name}"
+    if dataset.target == "predicted":
+        where += f" (metric {by_label[0]} explains the label)"
     if dataset.classes is not None:
         missing = sorted(set(manifest.class_names) - set(dataset.classes))
         if missing:
@@ -137,13 +150,20 @@ def _targets(
     return mapping
 
 
+def _check_metric_targets(spec: GridSpec, dataset: DatasetSpec) -> None:
+    """A metric of the whole shard scores the stored maps, which explain the dataset's target: it cannot take another."""
+    from attribution.needs import Need
+
+    for entry in spec.metrics.values():
+        if entry.target not in (None, dataset.target) and Need.SHARD in entry.create().needs:
+            raise SpecError(f"{spec.source}: metrics.{entry.name}.target: {entry.name} scores a whole shard of the stored "
+                            f"maps, which explain datasets.{dataset.name}'s target ({dataset.target}); drop its target "
+                            "or set the dataset's")
+
+
 def reference_pools(spec: GridSpec) -> set[str]:
     """The reference pools the spec's methods and metrics draw from (``fit``, ``held_out``), as they declare."""
-    from attribution.methods import create_method
-    from evaluation import create_metric
-
-    needs = [create_method(name, **params).needs for name, params in spec.methods.items()]
-    needs += [create_metric(name, **params).needs for name, params in spec.metrics.items()]
+    needs = [entry.create().needs for entry in (*spec.methods.values(), *spec.metrics.values())]
     return {pool for pool in map(reference_pool_of, needs) if pool is not None}
 
 
@@ -262,15 +282,13 @@ def _open(spec: GridSpec, dataset: DatasetSpec, location: str, field_name: str) 
 
 def regime_warnings(plans: list[CellPlan]) -> list[str]:
     """One line per (cell, method) whose ``M̂`` cannot reach rank ``K``: ``min(M, K, R + 1) < K`` (Prop. B.1)."""
-    from attribution.methods import create_method
-
     lines = list(dict.fromkeys(p.references.note for p in plans if p.references and p.references.note))
     for plan in plans:
         if plan.model.channels is None or plan.references is None:
             continue
         k, r = plan.model.channels, len(plan.references.pools["fit"])
-        for name, params in plan.methods.items():
-            method = create_method(name, **params)
+        for name, entry in plan.methods.items():
+            method = entry.create()
             m = method.perturbations(k)
             if method.reference_pool != "fit" or m is None:
                 continue
@@ -316,10 +334,10 @@ def _weights_digest(spec: GridSpec, arch: ArchitectureSpec, weights: str) -> str
 
 
 def _cell_digest(images: str, references: ReferencePlan | None, model: ModelConfig, weights: str,
-                 targets: Mapping[int, int] | None) -> str:
+                 classes: Mapping[int, int] | None) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for part in (images, None if references is None else references.pools, weights, model.layer, model.num_classes,
-                 model.input_size, None if targets is None else sorted(targets.items())):
+                 model.input_size, None if classes is None else sorted(classes.items())):
         _update(digest, part)
     return digest.hexdigest()
 
@@ -329,6 +347,7 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
     plans = []
     sizes = _pool_sizes(spec, reference_pools(spec))
     for dataset in spec.datasets:
+        _check_metric_targets(spec, dataset)
         manifest = open_manifest(spec, dataset)
         if spec.reference_location(dataset) is None:  # held out of the manifest first, then the samples
             references = _reference_plan(spec, dataset, manifest, sizes, set())
@@ -341,7 +360,7 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
         explained_digest = _images_digest(manifest, (i for ids in images.values() for i in ids))
         for arch in spec.architectures:
             model = model_config(spec, dataset, arch, len(manifest.class_names))
-            targets = _targets(spec, dataset, arch, manifest, model.num_classes)
+            classes = _label_classes(spec, dataset, arch, manifest, model.num_classes)
             weights = _weights_digest(spec, arch, model.weights)
             plans.append(
                 CellPlan(
@@ -352,14 +371,15 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
                     manifest=manifest.location,
                     files={s: files[s] for s in images},
                     images=images,
-                    targets=targets,
+                    target=dataset.target,
+                    classes=classes,
                     references=references,
                     methods=spec.methods,
                     metrics=spec.metrics,
                     seed=spec.seed,
                     batch_size=spec.batch_size,
                     location=location,
-                    digest=_cell_digest(explained_digest, references, model, weights, targets),
+                    digest=_cell_digest(explained_digest, references, model, weights, classes),
                 )
             )
     return plans

@@ -28,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
@@ -41,6 +42,7 @@ from storage.results import NAME
 
 __all__ = [
     "ArchitectureSpec",
+    "ComponentSpec",
     "DatasetSpec",
     "GridSpec",
     "ReferenceSpec",
@@ -144,34 +146,114 @@ def _entries(model: type[BaseModel]) -> Any:
     return Annotated[tuple[model, ...], Field(strict=True), BeforeValidator(to_tuple, json_schema_input_type=written)]
 
 
-def _instantiable(kind: Literal["method", "metric"]) -> AfterValidator:
-    """Each entry instantiated through the registry of ``kind``: its name and every parameter are checked."""
+Target = Literal["label", "predicted"]
+_SELECTORS = {"method": ("method",), "metric": ("metric", "target")}  # entry keys that are not parameters
 
-    def check(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from attribution.methods import UnknownMethodError, create_method
-        from attribution.needs import REFERENCE_PARAMETERS
+
+class ComponentSpec(BaseModel):
+    """One method or metric of a run, written ``name: {parameters}`` in YAML.
+
+    ``name`` is what its results are stored under; ``registered`` the registry entry it configures:
+    the name itself (canonicalised, ``Grad-CAM`` → ``gradcam``), or the entry's ``method:`` /
+    ``metric:``, so that one method or metric runs in several configurations of one spec
+    (``opticam_diff: {method: opticam, objective: diff}``). A metric's ``target`` scores maps that
+    explain that class (``label``: the ground truth, ``predicted``: the model's top-1) whatever the
+    dataset's ``target``: the Opti-CAM protocol scores Average Drop on the ground truth and
+    insertion/deletion on the prediction.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["method", "metric"]
+    name: str
+    registered: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    target: Target | None = None
+
+    def create(self, **inputs: Any) -> Any:
+        """The configured instance (a ``CAMMethod`` or ``Metric``); ``inputs`` are what the job supplies."""
+        from attribution.methods import create_method
         from evaluation import create_metric
+
+        factory = create_method if self.kind == "method" else create_metric
+        return factory(self.registered, **self.params, **inputs)
+
+    def written(self) -> dict[str, Any]:
+        """The entry as a spec's author writes it (what ``parse_spec`` reads back to this)."""
+        selector = {self.kind: self.registered} if self.name != self.registered else {}
+        target = {"target": self.target} if self.target is not None else {}
+        return {**selector, **target, **self.params}
+
+
+def _components(kind: Literal["method", "metric"]) -> BeforeValidator:
+    """``name → parameters`` entries as :class:`ComponentSpec`, each instantiated through the registry of
+    ``kind``: its name, its ``method:``/``metric:``, its ``target`` and every parameter are checked."""
+
+    def check(entries: Any) -> Any:
+        from attribution.methods import UnknownMethodError
+        from attribution.needs import REFERENCE_PARAMETERS
         from evaluation.registry import UnknownMetricError
 
-        create = create_method if kind == "method" else create_metric
-        canonical: dict[str, dict[str, Any]] = {}
+        if not isinstance(entries, Mapping) or not all(isinstance(v, (Mapping, type(None))) for v in entries.values()):
+            return entries  # pydantic names what it expected
+        out: dict[str, ComponentSpec] = {}
         spelt: dict[str, str] = {}
-        for name, params in entries.items():
-            supplied = [p for p in REFERENCE_PARAMETERS if p in params]
+        for key, given in entries.items():
+            if not isinstance(key, str) or not key:
+                raise _invalid((str(key),), given, "expected a non-empty name")
+            fields = dict(given or {})
+            chosen = {k: fields.pop(k) for k in _SELECTORS[kind] if k in fields}
+            supplied = [p for p in REFERENCE_PARAMETERS if p in fields]
             if supplied:
-                raise _invalid((name,), params, f"{supplied[0]!r} is drawn from each dataset's reference source by "
+                raise _invalid((key,), given, f"{supplied[0]!r} is drawn from each dataset's reference source by "
                                "the job (datasets.<name>.references and the spec field 'references')")
+            target = chosen.get("target")
+            if target is not None and target not in ("label", "predicted"):
+                raise _invalid((key, "target"), target, f"{target!r} is not one of 'label', 'predicted'")
+            registry_name = chosen.get(kind, key)
+            if not isinstance(registry_name, str):
+                raise _invalid((key, kind), registry_name, f"expected a {kind} name, got {registry_name!r}")
             try:
-                registered = create(name, **params).name
+                instance = ComponentSpec(kind=kind, name=key, registered=registry_name, params=fields).create()
             except (UnknownMethodError, UnknownMetricError, TypeError, ValueError) as err:
-                raise _invalid((name,), params, str(err)) from None
-            if registered in canonical:
-                raise _invalid((name,), params, f"the {kind} {registered!r} is given twice (as {spelt[registered]!r} "
-                               f"and {name!r})")
-            canonical[registered], spelt[registered] = params, name
-        return canonical
+                raise _invalid((key,), given, str(err)) from None
+            name = key if kind in chosen else instance.name
+            if kind in chosen and name != instance.name and _is_registered(kind, name):
+                raise _invalid((key,), given, f"{name!r} is the name of another {kind}; name this configuration "
+                               f"otherwise, e.g. {instance.name}_{name}")
+            if kind in chosen and NAME.fullmatch(name) is None:
+                raise _invalid((key,), given, f"name {name!r} cannot be a result name (letters, digits and _ . + - "
+                               "only, not first)")
+            if name in out:
+                raise _invalid((key,), given, f"the {kind} {name!r} is given twice (as {spelt[name]!r} and {key!r}); "
+                               f"name a second configuration, e.g. {name}_2: {{{kind}: {name}, …}}")
+            out[name] = ComponentSpec(kind=kind, name=name, registered=instance.name, params=fields, target=target)
+            spelt[name] = key
+        return out
 
-    return AfterValidator(check)
+    return BeforeValidator(check, json_schema_input_type=Annotated[dict[_Text, _Params], Field(min_length=1)])
+
+
+def _is_registered(kind: Literal["method", "metric"], name: str) -> bool:
+    from attribution.methods import UnknownMethodError, create_method
+    from evaluation import create_metric
+    from evaluation.registry import UnknownMetricError
+
+    try:
+        (create_method if kind == "method" else create_metric)(name)
+    except (UnknownMethodError, UnknownMetricError):
+        return False
+    except (TypeError, ValueError):
+        return True
+    return True
+
+
+def _written(entries: Mapping[str, ComponentSpec]) -> dict[str, dict[str, Any]]:
+    return {name: entry.written() for name, entry in entries.items()}
+
+
+def _component_entries(kind: Literal["method", "metric"]) -> Any:
+    return Annotated[dict[str, ComponentSpec], Field(min_length=1), _components(kind), PlainSerializer(_written)]
 
 
 # -- the spec --------------------------------------------------------------------------------------------
@@ -279,10 +361,11 @@ class GridSpec(_Part):
     datasets: _entries(DatasetSpec) = Field(description="dataset name → its manifest, references and targets")
     architectures: _entries(ArchitectureSpec) = Field(
         description="architecture name → its model, weights and target layer")
-    methods: Annotated[dict[_Text, _Params], Field(min_length=1), _instantiable("method")] = Field(
-        description="method name → its parameters")
-    metrics: Annotated[dict[_Text, _Params], Field(min_length=1), _instantiable("metric")] = Field(
-        description="metric name → its parameters")
+    methods: _component_entries("method") = Field(
+        description="method name → its parameters (and method: <registry name> for a named configuration)")
+    metrics: _component_entries("metric") = Field(
+        description="metric name → its parameters (metric: <registry name> for a named configuration; "
+                    "target: label | predicted for the class its maps explain)")
     samples: _integer(1) | None = Field(
         None, description="images per cell; default: every image of the manifest (after references)")
     references: _References = Field(
@@ -438,7 +521,11 @@ def load_spec(
             raise SpecError(
                 f"no grid spec file {text_name!r} and no preset of that name; presets: {', '.join(preset_names())}"
             )
-        source, text = path.name, path.read_text()
+        source = path.name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise SpecError(f"{source}: not UTF-8 text (byte {err.start}): save the spec as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

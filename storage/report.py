@@ -7,6 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
+import polars as pl
+
+from storage.paper import paper_tables
 from storage.ranking import Direction, cell_means, diagnostics_frame, diagnostics_table, nan_report, rank_tables
 from storage.record import RunRecord
 from storage.results import RunStore
@@ -21,14 +24,17 @@ def unfinished_cells(store: RunStore, record: RunRecord) -> list[str]:
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
-                 directions: Mapping[str, Direction] | None = None) -> dict[str, list[Path]]:
+                 directions: Mapping[str, Direction] | None = None,
+                 paper: tuple[pl.DataFrame, str] | None = None) -> dict[str, list[Path]]:
     """Rank tables of the run at ``run`` into ``out`` (default ``<run>/report``, local runs only).
 
     ``directions`` (metric → ``higher``/``lower``) defaults to the run record's ``metric_directions``,
     which the job writes from the metric registry. A ``nan_report.csv`` lists every (combination,
     method, metric) with undefined values. Where the record's cells carry second-moment
     ``diagnostics`` (Expected Grad-CAM's M̂), a ``diagnostics`` table lists them and the rank tables
-    mark (†) a method in every table that includes a cell where its M̂ is rank-deficient.
+    mark (†) a method in every table that includes a cell where its M̂ is rank-deficient. With
+    ``paper`` (its reported values and their source, :func:`storage.paper.read_paper_values`), the
+    ``paper_comparison`` and ``paper_agreement`` tables set them beside this run's.
     """
     store = RunStore(os.fspath(run))
     record: RunRecord | None = None
@@ -60,6 +66,9 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     path = Path(out) / "nan_report.csv"
     report.write_csv(path)
     written["nan_report"] = [path]
+    if paper is not None:
+        for name, table in paper_tables(scores, *paper).items():
+            written[name] = table.write(out, name)
     if diagnostics.height:
         written["diagnostics"] = diagnostics_table(diagnostics).write(out, "diagnostics")
     return written

@@ -15,7 +15,7 @@ PARAMS = {
     "integrated_gradcam": dict(steps=6, batch_size=7),
     "scorecam": dict(batch_size=5),
     "ablationcam": dict(batch_size=5),
-    "opticam": dict(iterations=5),
+    "opticam": dict(iterations=5, black=(-2.0, 0.0, 1.5)),
     "expected_gradcam": dict(batch_size=7),
 }
 

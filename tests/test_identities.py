@@ -179,9 +179,9 @@ def test_scorecam_weights_are_masked_probabilities(gap_net, images):
 
 
 def test_opticam_increases_the_masked_score_and_starts_uniform(gap_net, images):
-    zero = create_method("opticam", iterations=0).channel_weights(gap_net, LAYER, images)
+    zero = create_method("opticam", iterations=0, mask_space="normalized").channel_weights(gap_net, LAYER, images)
     torch.testing.assert_close(zero, torch.full_like(zero, 1 / zero.shape[1]))
-    trained = create_method("opticam", iterations=30).channel_weights(gap_net, LAYER, images)
+    trained = create_method("opticam", iterations=30, mask_space="normalized").channel_weights(gap_net, LAYER, images)
     torch.testing.assert_close(trained.sum(dim=1), torch.ones(3))  # softmax weights
 
     def masked_score(weights):
@@ -195,10 +195,10 @@ def test_opticam_increases_the_masked_score_and_starts_uniform(gap_net, images):
     assert (masked_score(trained) > masked_score(zero)).all()
 
 
-def test_fakecam_is_one_but_the_top_left_cell(gap_net, images):
+def test_fakecam_is_one_but_the_top_left_pixel(gap_net, images):
     fake = create_method("fakecam")(gap_net, LAYER, images)
-    assert fake.shape == (3, 8, 8)
-    assert fake[:, 0, 0].eq(0).all() and fake.sum() == 3 * (64 - 1)
+    assert fake.shape == (3, 16, 16)
+    assert fake[:, 0, 0].eq(0).all() and fake.sum() == 3 * (256 - 1)
 
 
 def test_gradcam_weights_are_mean_gradients():
@@ -214,7 +214,7 @@ BOUND = {
     "xgradcam": {},
     "scorecam": {"batch_size": 4},
     "ablationcam": {},
-    "opticam": {"iterations": 3},
+    "opticam": {"iterations": 3, "black": (-2.0, 0.0, 1.5)},
     "smoothgradcampp": {"n_samples": 3},
     "integrated_gradcam": {"steps": 4},
     "expected_gradcam": {"perturbation": "gaussian"},
@@ -296,7 +296,8 @@ def test_needs_of_expected_gradcam_follow_its_perturbation():
     "name, message",
     [
         ("gradcam", r"method 'gradcam' has no parameter 'steps'; it takes no parameters$"),
-        ("opticam", r"method 'opticam' has no parameter 'steps'; it takes 'iterations', 'lr'$"),
+        ("opticam", (r"method 'opticam' has no parameter 'steps'; it takes 'iterations', 'lr', 'tolerance', "
+                     r"'normalization', 'objective', 'selector', 'mask_space', 'black'$")),
         ("scorecam", r"method 'scorecam' has no parameter 'steps'; it takes 'batch_size'$"),
     ],
 )

@@ -47,7 +47,7 @@ def test_job_scores_equal_library_calls_with_library_defaults(manifest):
     rows = {r["image_id"]: r for r in pq.read_table(manifest).to_pylist()}
     ids = sorted(i for shard in plan.images.values() for i in shard)
     images = torch.stack([loaded.preprocessing(decode_image(rows[i])) for i in ids])
-    targets = torch.tensor([plan.targets[rows[i]["label"]] for i in ids])
+    targets = torch.tensor([plan.classes[rows[i]["label"]] for i in ids])
     seeds = [image_seed(plan.seed, plan.dataset, plan.architecture, i) for i in ids]
     masks = [ground_truth_mask(rows[i]) for i in ids]
     with_mask = [k for k, m in enumerate(masks) if m is not None]
@@ -75,3 +75,32 @@ def test_job_scores_equal_library_calls_with_library_defaults(manifest):
                                                                                 abs_tol=1e-7), \
                     (method_name, metric_name, image_id, got, value)
     assert all(math.isnan(job[(i, "hirescam", "completeness_gap")]) for i in ids)  # no channel weights
+
+
+def test_a_metric_with_its_own_target_scores_maps_of_that_target(manifest):
+    spec = parse_spec({
+        "name": "targets", "samples": 3, "batch_size": 3, "methods": {"gradcam": {}},
+        "metrics": {"deletion": {"steps": 6}, "deletion_pred": {"metric": "deletion", "steps": 6, "target": "predicted"}},
+        "datasets": {"demo": {"manifest": manifest}},
+        "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96}},
+    }, "targets.yaml")
+    (plan,) = plan_cells(spec, "r")
+    output = evaluate_in_process(plan)
+    job = row_scores(output)
+
+    loaded = plan.model.load()
+    rows = {r["image_id"]: r for r in pq.read_table(manifest).to_pylist()}
+    ids = sorted(i for shard in plan.images.values() for i in shard)
+    images = torch.stack([loaded.preprocessing(decode_image(rows[i])) for i in ids])
+    labels = torch.tensor([plan.classes[rows[i]["label"]] for i in ids])
+    predicted = loaded.model(images).argmax(1)
+    assert (labels != predicted).any()  # the two targets differ on some image, so the test can tell them apart
+    bound = create_method("gradcam").bind(loaded.model, loaded.layer, loaded.layout)
+    metric = create_metric("deletion", steps=6)
+    stored = {r["image_id"]: r["target"] for r in output.to_pylist()}
+    assert [stored[i] for i in ids] == labels.tolist()  # the stored maps explain the dataset's target
+    for name, targets in (("deletion", labels), ("deletion_pred", predicted)):
+        maps = bound(images, targets).scored((96, 96))
+        expected = metric(maps, images=images, model=loaded.model, targets=targets, black=loaded.preprocessing.black)
+        for image_id, value in zip(ids, expected.tolist()):
+            assert math.isclose(job[(image_id, "gradcam", name)], value, rel_tol=1e-5, abs_tol=1e-7), (name, image_id)

@@ -41,7 +41,7 @@ def test_every_preset_loads_and_names_the_papers_grids():
     coco = grids["coco_localization"].datasets[0]
     assert dict(coco.classes) == {"zebra": 340, "stop sign": 919}
     assert grids["cifar10_infidelity"].architectures[0].input_size == 96
-    assert grids["cifar10_infidelity"].metrics["infidelity"] == {"patch_sizes": [32]}
+    assert grids["cifar10_infidelity"].metrics["infidelity"].params == {"patch_sizes": [32]}
     from attribution.methods import method_names
     from evaluation.registry import CATEGORIES, metric_class
 
@@ -127,7 +127,7 @@ def test_bad_specs_fail_naming_the_field(change, message):
 
 def test_specs_are_frozen_and_bodies_may_be_empty():
     spec = parse_spec(small_spec("m", architectures={"resnet18": None}, methods={"gradcam": None}), "s.yaml")
-    assert spec.architectures[0].model == "resnet18" and spec.methods == {"gradcam": {}}  # `name:` alone: defaults
+    assert spec.architectures[0].model == "resnet18" and spec.methods["gradcam"].params == {}  # `name:` alone: defaults
     unnamed = small_spec("m")
     del unnamed["name"]
     assert parse_spec(unnamed, "specs/mine.yaml", {"data": "d"}).name == "mine"  # the file's name
@@ -181,7 +181,7 @@ def test_plan_holds_references_out_and_is_deterministic(manifest):
     assert parse_spec({**small_spec(manifest), "seed": 1}, "s.yaml").fingerprint() != spec.fingerprint()
     reseeded = plan_cells(parse_spec({**small_spec(manifest), "seed": 1}, "s.yaml"), "r")[0]
     assert {i for ids in reseeded.images.values() for i in ids} != explained
-    assert first.targets == {i: i for i in range(1000)}  # the demo's labels are ImageNet classes
+    assert first.target == "label" and first.classes == {i: i for i in range(1000)}  # the demo's labels are ImageNet classes
     without = small_spec(manifest, samples=None, methods={"gradcam": {}})
     everything = plan_cells(parse_spec(without, "s.yaml"), "r")[0]
     assert everything.references is None and everything.total == 12  # nothing draws references: every image
@@ -220,7 +220,7 @@ def test_image_seeds_depend_on_run_seed_cell_and_image():
 
 def test_overrides_change_fields_before_validation():
     demo = load_spec("demo", overrides={"samples": 2, "methods.opticam.iterations": 5, "resources.retries": 0})
-    assert demo.samples == 2 and demo.methods["opticam"] == {"iterations": 5} and demo.resources.retries == 0
+    assert demo.samples == 2 and demo.methods["opticam"].params == {"iterations": 5} and demo.resources.retries == 0
     with pytest.raises(SpecError, match="--set samples.x: samples is not a mapping"):
         load_spec("demo", overrides={"samples.x": 1})
     with pytest.raises(SpecError, match="methods.opticam: method 'opticam' has no parameter 'iters'"):
@@ -326,3 +326,42 @@ def test_method_and_metric_names_take_their_registered_spelling(manifest):
     assert list(spec.methods) == ["gradcam"] and list(spec.metrics) == ["max_sensitivity"]
     with pytest.raises(SpecError, match="s.yaml: metrics.Sparseness: the metric 'sparseness' is given twice"):
         parse_spec(small_spec(manifest, metrics={"sparseness": {}, "Sparseness": {}}), "s.yaml")
+
+
+def test_named_configurations_and_metric_targets(manifest):
+    spec = parse_spec(small_spec(manifest, methods={"gradcam": {}, "gradcam_pp": {"method": "GradCAMpp"}},
+                                 metrics={"sparseness": {}, "ins_pred": {"metric": "insertion", "target": "predicted",
+                                                                         "steps": 4}}), "s.yaml")
+    assert list(spec.methods) == ["gradcam", "gradcam_pp"]
+    assert spec.methods["gradcam_pp"].registered == "gradcampp" and spec.methods["gradcam_pp"].params == {}
+    insertion = spec.metrics["ins_pred"]
+    assert (insertion.registered, insertion.target, insertion.params) == ("insertion", "predicted", {"steps": 4})
+    assert insertion.create().steps == 4
+    written = spec.to_dict()["metrics"]
+    assert written["ins_pred"] == {"metric": "insertion", "target": "predicted", "steps": 4}
+    assert written["sparseness"] == {}  # a spec without named configurations is written as before
+    again = parse_spec(small_spec(manifest, methods=spec.to_dict()["methods"], metrics=written), "s.yaml")
+    assert again.fingerprint() == spec.fingerprint()
+    bad = [({"methods": {"gradcam": {"method": "hirescam"}}}, "methods.gradcam: 'gradcam' is the name of another method"),
+           ({"methods": {"x y": {"method": "gradcam"}}}, "methods.x y: name 'x y' cannot be a result name"),
+           ({"methods": {"a": {"method": "nope"}}}, "methods.a: unknown method 'nope'"),
+           ({"metrics": {"s": {"metric": "sparseness", "target": "top"}}}, "metrics.s.target: 'top' is not one of"),
+           ({"methods": {"gradcam": {"target": "label"}}}, "methods.gradcam: .*target"),
+           ({"metrics": {"a": {"metric": "sparseness"}, "b": {"metric": "sparseness"}, "sparseness": {}}}, None)]
+    for overrides, message in bad:
+        if message is None:
+            assert len(parse_spec(small_spec(manifest, **overrides), "s.yaml").metrics) == 3
+            continue
+        with pytest.raises(SpecError, match=message):
+            parse_spec(small_spec(manifest, **overrides), "s.yaml")
+
+
+def test_a_metric_that_explains_the_label_plans_the_label_classes(manifest):
+    spec = small_spec(manifest, datasets={"demo": {"manifest": manifest, "target": "predicted"}},
+                      metrics={"sparseness": {}, "drop": {"metric": "average_drop", "target": "label"}})
+    plan = plan_cells(parse_spec(spec, "s.yaml"), "r")[0]
+    assert plan.target == "predicted" and plan.classes == {i: i for i in range(1000)}
+    assert plan.targets_of("label", [3, 5], [7, 8]) == [3, 5] and plan.targets_of("predicted", [3], [7]) == [7]
+    without = plan_cells(parse_spec(small_spec(manifest, datasets={"demo": {"manifest": manifest,
+                                                                              "target": "predicted"}}), "s.yaml"), "r")
+    assert without[0].classes is None

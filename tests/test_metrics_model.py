@@ -240,8 +240,10 @@ def test_classification_metrics_match_a_numpy_reference(plain_net, data):
     maps = maps.clone()
     maps[1] = 1.0  # constant: undefined
     batch = Batch(maps, images=images, model=net, targets=targets)
-    drop, increase, gain = (create_metric(n)(batch) for n in ("average_drop", "average_increase", "average_gain"))
-    assert list(batch.memo) == [("masked_confidence",)]  # one masked forward pass for the three
+    drop, increase, gain = (
+        create_metric(n, mask_space="normalized")(batch) for n in ("average_drop", "average_increase", "average_gain")
+    )
+    assert [key[:2] for key in batch.memo] == [("masked_confidence", "normalized")]  # one masked pass for the three
     x = images.numpy()
     s = maps.numpy()
     s = (s - s.min(axis=(1, 2), keepdims=True)) / np.where(np.ptp(s, axis=(1, 2)) > 0, np.ptp(s, axis=(1, 2)), 1)[
@@ -256,7 +258,10 @@ def test_classification_metrics_match_a_numpy_reference(plain_net, data):
     np.testing.assert_allclose(gain.numpy()[ok], (100 * np.maximum(0, o - p) / (1 - p))[ok], rtol=1e-5)
     assert torch.isnan(drop[1]) and torch.isnan(increase[1]) and torch.isnan(gain[1])
     ramp = torch.linspace(0, 1, 576).reshape(1, 24, 24)  # a black image is unchanged by any mask: no drop
-    assert create_metric("average_drop")(ramp, images=images[:1] * 0, model=net, targets=targets[:1]).item() == 0.0
+    black = torch.tensor(BLACK)[None, :, None, None].expand(1, 3, 24, 24)
+    assert create_metric("average_drop")(ramp, images=black, model=net, targets=targets[:1], black=BLACK).item() == 0.0
+    assert create_metric("average_drop", mask_space="normalized")(ramp, images=images[:1] * 0, model=net,
+                                                                  targets=targets[:1]).item() == 0.0
 
 
 # -- robustness: Quantus fed the very noise our generators draw --------------------------------------------------------

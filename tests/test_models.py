@@ -15,6 +15,7 @@ from storage.builders import SAMPLE_PHOTOS, sample_images
 PAPER_CHANNELS = {
     "vgg16": 512, "alexnet": 256, "resnet18": 512, "resnet50": 2048, "densenet121": 1024,
     "efficientnet_b0": 1280, "inception_v3": 2048, "convnext_tiny": 768, "vit_b_16": 768,
+    "vgg16_bn": 512, "vit_base_patch16_224": 768, "deit_base_patch16_224": 768,  # Opti-CAM's (seed 003 App. A)
 }
 
 
@@ -34,6 +35,18 @@ def test_split_reproduces_the_model_and_has_k_channels(name):
     assert split.classifier is not None, "every registry model ends in a linear classifier"
     maps = split.layout_for(feats).to_maps(feats)
     assert maps.shape[1] == loaded.spec.channels == PAPER_CHANNELS.get(name, 1280)
+
+
+def test_opticam_layers_are_the_papers():
+    # seed 003 App. A: VGG16-BN's last conv layer before max pooling (block 5 conv 3, here after its BN and
+    # ReLU), and the layer norm before self-attention in the last of DeiT-B's 12 blocks
+    features = load_model("vgg16_bn", weights="none").model.features
+    assert len(features) == 44 and isinstance(features[43], torch.nn.MaxPool2d)
+    assert isinstance(features[42], torch.nn.ReLU) and isinstance(features[40], torch.nn.Conv2d)
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in features[41:])
+    deit = load_model("deit_base_patch16_224", weights="none")
+    assert len(deit.model.blocks) == 12 and isinstance(deit.model.blocks[11].norm1, torch.nn.LayerNorm)
+    assert deit.layout == TokenLayout(prefix=1, grid=(14, 14)) and deit.preprocessing.crop == 224
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ from attribution.methods.base import Attribution, BoundMethod, CAMMethod, Weight
 from attribution.methods.expected import ExpectedGradCAM, Regression, cam_infidelity
 from attribution.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from attribution.methods.input_paths import IntegratedGradCAM, SmoothGradCAMPlusPlus
-from attribution.methods.masking import AblationCAM, FakeCAM, OptiCAM, ScoreCAM
+from attribution.methods.masking import AblationCAM, ScoreCAM
+from attribution.methods.opticam import FakeCAM, OptiCAM
 from attribution.methods.registry import UnknownMethodError, create_method, method_names, register
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""CAMs that score channels by masking the input image or ablating the target layer."""
+"""CAMs that score each channel by masking the input image with it or ablating it from the target layer
+(Opti-CAM, which optimises the weights, is :mod:`attribution.methods.opticam`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import torch
 from torch import Tensor
 
 from attribution.channel_scaling import ChannelScaling
-from attribution.methods.base import Attribution, CAMMethod, ChannelWeights, Seeds, Targets, WeightedCAM, forward_pass
+from attribution.methods.base import ChannelWeights, Seeds, Targets, WeightedCAM, forward_pass
 from attribution.methods.registry import register
-from attribution.params import integer, positive
+from attribution.params import integer
 from attribution.postprocess import minmax_normalize, upsample
 from attribution.split import LayerSplit
 
-__all__ = ["AblationCAM", "FakeCAM", "OptiCAM", "ScoreCAM"]
+__all__ = ["AblationCAM", "ScoreCAM"]
 
 
 @register
@@ -79,51 +80,3 @@ class AblationCAM(WeightedCAM):
                 z = 1 - eye[start : start + per_chunk]  # (P, K): channel start+p switched off
                 ablated[:, start : start + z.shape[0]] = g.scores(z)
         return ChannelWeights((score[:, None] - ablated) / score[:, None], base.maps, base.targets)
-
-
-@register
-class OptiCAM(WeightedCAM):
-    """Opti-CAM (Zhang et al., CVIU 2024, eq. 5–8): weights ``w = softmax(u)`` that maximise the
-    target logit of the input masked by the upsampled, max-min normalised map:
-
-        u* = argmax_u  y^c( x ⊙ n(up(Σ_k softmax(u)_k A^k)) ),
-
-    optimised with Adam (``iterations`` steps, learning rate ``lr``) from ``u = 0``. Samples are
-    optimised jointly but independently (the loss is a sum and Adam is element-wise).
-    """
-
-    name = "opticam"
-
-    def __init__(self, iterations: int = 50, lr: float = 0.1) -> None:
-        self.iterations = integer("iterations", iterations, 0)
-        self.lr = positive("lr", lr)
-
-    def _weights(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> ChannelWeights:
-        base = forward_pass(split, images, targets)
-        maps = base.maps
-        u = torch.zeros(maps.shape[:2], device=images.device, dtype=maps.dtype, requires_grad=True)
-        optimizer = torch.optim.Adam([u], lr=self.lr)
-        with torch.enable_grad():
-            for _ in range(self.iterations):
-                saliency = torch.einsum("bk,bkuv->buv", u.softmax(dim=1), maps)
-                mask = minmax_normalize(upsample(saliency, images.shape[-2:]))
-                logits = split.head(*split.features(images * mask[:, None]))
-                loss = -base.target_scores(logits).sum()
-                (u.grad,) = torch.autograd.grad(loss, u)  # no gradients for the model's parameters
-                optimizer.step()
-        return ChannelWeights(u.detach().softmax(dim=1), maps, base.targets)
-
-
-@register
-class FakeCAM(CAMMethod):
-    """Fake-CAM (Zhang et al., CVIU 2024, Sec. 5.2): the sanity baseline that scores near-perfect
-    Average Drop/Increase while explaining nothing: 1 everywhere but 0 at the top-left cell."""
-
-    name = "fakecam"
-
-    def _attribute(self, split: LayerSplit, images: Tensor, targets: Targets, seeds: Seeds) -> Attribution:
-        base = forward_pass(split, images, targets)
-        maps = base.maps
-        fake = torch.ones(maps.shape[0], *maps.shape[2:], device=images.device, dtype=maps.dtype)
-        fake[:, 0, 0] = 0
-        return Attribution(fake, base.targets, None)

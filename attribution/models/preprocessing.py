@@ -63,6 +63,18 @@ class Preprocessing:
         tensor = F.resize(tensor, [self.resize], interpolation=InterpolationMode.NEAREST)
         return F.center_crop(tensor, [self.crop])[0].bool()
 
+    def boxes(self, boxes: ArrayLike, width: int, height: int) -> Tensor:
+        """Pixel boxes ``(n, 4)`` (xmin, ymin, xmax, ymax) of a ``width × height`` image through the same resize
+        and crop as the image, clipped to the crop; boxes left with no area are dropped. ``(m, 4)`` float32."""
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as F
+
+        given = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        moved = tv_tensors.BoundingBoxes(given, format="XYXY", canvas_size=(height, width))
+        moved = F.clamp_bounding_boxes(F.center_crop(F.resize(moved, [self.resize]), [self.crop]))
+        out = moved.as_subclass(Tensor)
+        return out[(out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])]
+
     @property
     def black(self) -> tuple[float, ...]:
         """The black image after normalisation, ``−mean/std`` per channel (the baseline ``"black"`` of the metrics)."""

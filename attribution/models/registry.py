@@ -1,8 +1,12 @@
 """Model registry: per architecture, its constructor, weights, preprocessing, CAM target layer,
 channel count ``K`` and feature layout (the reshape of token models), as timm's model configs.
 
-The paper's architectures (Table 11 and main text) are registered by name; any other
-torchvision or timm classifier is reachable as ``"torchvision:<name>"`` or ``"timm:<name>"``
+The paper's architectures (Table 11 and main text) are registered by name, and Opti-CAM's (seed 003
+App. A): VGG16-BN at ``features.42`` (the ReLU of block 5 conv 3, the last before the final max pool),
+ResNet-50 at ``layer4`` and timm's ViT-B/16 and DeiT-B/16 (``vit_base_patch16_224``,
+``deit_base_patch16_224``, the weights the paper uses) at the layer norm before self-attention in block 12
+(timm's ``blocks.11.norm1``, which torchvision's ``vit_b_16`` calls ``encoder.layers.encoder_layer_11.ln_1``).
+Any other torchvision or timm classifier is reachable as ``"torchvision:<name>"`` or ``"timm:<name>"``
 with a user-given target layer.
 """
 
@@ -77,6 +81,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in [
         _tv("vgg16", "features.29", 512),
+        _tv("vgg16_bn", "features.42", 512),
         _tv("alexnet", "features.11", 256),
         _tv("resnet18", "layer4", 512),
         _tv("resnet50", "layer4", 2048),
@@ -88,6 +93,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             _tv("vit_b_16", "encoder.layers.encoder_layer_11.ln_1", 768),
             layout=TokenLayout(prefix=1, grid=(14, 14)),
         ),
+        Architecture("vit_base_patch16_224", "timm", "vit_base_patch16_224", "blocks.11.norm1", 768, "timm",
+                     layout=TokenLayout(prefix=1, grid=(14, 14))),
+        Architecture("deit_base_patch16_224", "timm", "deit_base_patch16_224", "blocks.11.norm1", 768, "timm",
+                     layout=TokenLayout(prefix=1, grid=(14, 14))),
         _lite(0),
         _lite(1),
         _lite(2),

@@ -1,6 +1,9 @@
 """Metric implementations, registered on import."""
 
 from evaluation.metrics import (  # noqa: F401
+    adcc,
+    aopc,
+    boxes,
     classification,
     completeness,
     complexity,

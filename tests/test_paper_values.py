@@ -1,0 +1,74 @@
+"""The papers' reported values ship beside their presets and are set beside a run's in the report."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from jobs.paper import paper_values, presets_with_paper_values
+from jobs.spec import load_spec
+from storage.paper import paper_tables, read_paper_values
+
+
+def test_every_reported_value_names_a_cell_method_and_metric_of_its_preset():
+    assert {"opticam_imagenet_cnn", "opticam_localization", "opticam_ablation"} <= set(presets_with_paper_values())
+    for preset in presets_with_paper_values():
+        spec = load_spec(preset)
+        frame, source = paper_values(preset)
+        assert source.endswith(f"{preset}.csv") and frame.height
+        cells = {(d.name, a.name) for d, a in spec.cells}
+        for row in frame.iter_rows(named=True):
+            assert (row["dataset"], row["architecture"]) in cells, (preset, row)
+            assert row["method"] in spec.methods and row["metric"] in spec.metrics, (preset, row)
+
+
+def test_fake_cams_box_scores_are_the_same_on_every_network():
+    # seed 003 Table A7: LE, F1, BoxAcc and SP of Fake-CAM depend on the boxes alone
+    frame, _ = paper_values("opticam_localization")
+    fake = frame.filter(pl.col("method") == "fakecam")
+    for metric in ("localization_error", "localization_f1", "box_accuracy", "standard_pointing"):
+        assert fake.filter(pl.col("metric") == metric)["value"].n_unique() == 1, metric
+    assert fake.filter(pl.col("metric") == "saliency_metric")["value"].n_unique() == 2  # SM uses the model
+
+
+def _scores(values: dict[str, list[float]]) -> pl.DataFrame:
+    rows = [{"dataset": "d", "architecture": "a", "method": method, "metric": "m", "value": v}
+            for method, vs in values.items() for v in vs]
+    return pl.DataFrame(rows)
+
+
+def _paper(values: dict[str, float], table: str = "1") -> pl.DataFrame:
+    return pl.DataFrame({"table": table, "dataset": "d", "architecture": "a", "method": list(values), "metric": "m",
+                         "value": list(values.values()), "scale": 100.0})
+
+
+def test_the_comparison_scales_this_runs_means_and_measures_rank_agreement():
+    scores = _scores({"x": [0.1, 0.3], "y": [0.5], "z": [0.9]})
+    tables = paper_tables(scores, _paper({"x": 25.0, "y": 40.0, "z": 80.0, "w": 1.0}), "p.csv")
+    comparison = tables["paper_comparison"].frame
+    x = comparison.filter(pl.col("method") == "x").row(0, named=True)
+    assert math.isclose(x["this_run"], 20.0) and math.isclose(x["difference"], -5.0) and x["images"] == 2
+    assert comparison.filter(pl.col("method") == "w")["this_run"].is_null().all()  # no counterpart
+    assert any("1 of the paper's 4 values" in note for note in tables["paper_comparison"].notes)
+    (agreement,) = tables["paper_agreement"].frame.iter_rows(named=True)
+    assert agreement["methods"] == 3 and math.isclose(agreement["kendall_tau"], 1.0)
+    reversed_order = paper_tables(scores, _paper({"x": 80.0, "y": 40.0, "z": 25.0}), "p.csv")
+    assert math.isclose(reversed_order["paper_agreement"].frame["kendall_tau"][0], -1.0)
+    two = paper_tables(scores, _paper({"x": 1.0, "y": 2.0}), "p.csv")
+    assert two["paper_agreement"].frame["kendall_tau"][0] is None  # too few methods for a rank agreement
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("table,dataset,architecture,method,metric,value\n1,d,a,x,m,1\n", "missing column 'scale'"),
+    ("table,dataset,architecture,method,metric,value,scale\n1,d,a,x,m,,100\n", "row 2 has an empty field"),
+    ("table,dataset,architecture,method,metric,value,scale\n1,d,a,x,m,1,100\n2,d,a,x,m,2,100\n", "is given twice"),
+    ("table,dataset,architecture,method,metric,value,scale\n1,d,a,x,m,one,100\n", "p.csv"),
+])
+def test_a_bad_paper_file_is_one_line_naming_it(tmp_path, text, message):
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as caught:
+        read_paper_values(path)
+    assert "\n" not in str(caught.value)
