@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from attribution.models.config import ModelConfig
-from attribution.models.registry import predicts_imagenet
+from attribution.models.registry import check_weights, predicts_imagenet
 from attribution.models.weights import checkpoint_digest, checkpoint_path
 from attribution.needs import POOLS, reference_pool_of
 from jobs.spec import ArchitectureSpec, ComponentSpec, DatasetSpec, GridSpec, SpecError, Target
@@ -172,8 +172,17 @@ def model_config(spec: GridSpec, dataset: DatasetSpec, arch: ArchitectureSpec, c
     else 1000 for hub and packaged weights, which predict ImageNet's classes, else the manifest's ``classes``)."""
     weights = spec.weights_for(dataset, arch)
     num_classes = arch.num_classes or (1000 if predicts_imagenet(weights) else classes)
-    return ModelConfig.resolve(arch.model, weights, layer=arch.layer, num_classes=num_classes,
-                               input_size=arch.input_size)
+    config = ModelConfig.resolve(arch.model, weights, layer=arch.layer, num_classes=num_classes,
+                                 input_size=arch.input_size)
+    try:
+        config.check_layer()
+    except ValueError as err:
+        raise SpecError(f"{spec.source}: architectures.{arch.name}.layer: {err}") from None
+    try:
+        check_weights(config.name, config.weights, config.num_classes)
+    except ValueError as err:
+        raise SpecError(f"{spec.source}: architectures.{arch.name}.weights: {err}") from None
+    return config
 
 
 def _channels(arch: ArchitectureSpec) -> int | None:

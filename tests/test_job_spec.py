@@ -365,3 +365,16 @@ def test_a_metric_that_explains_the_label_plans_the_label_classes(manifest):
     without = plan_cells(parse_spec(small_spec(manifest, datasets={"demo": {"manifest": manifest,
                                                                               "target": "predicted"}}), "s.yaml"), "r")
     assert without[0].classes is None
+
+
+def test_a_layer_or_weights_the_model_lacks_fail_at_planning(manifest):
+    bad_layer = small_spec(manifest, architectures={"r18": {"model": "resnet18", "weights": "none", "layer": "layer5"}})
+    with pytest.raises(SpecError, match=r"s.yaml: architectures.r18.layer: layer 'layer5' is not a module of "
+                                        r"resnet18; did you mean .*'layer4'"):
+        plan_cells(parse_spec(bad_layer, "s.yaml"), "r")
+    bad_enum = small_spec(manifest, architectures={"r18": {"model": "resnet18", "weights": "torchvision:IMAGENET1K_V9"}})
+    with pytest.raises(SpecError, match="architectures.r18.weights: torchvision has no weights 'IMAGENET1K_V9'"):
+        plan_cells(parse_spec(bad_enum, "s.yaml"), "r")
+    wrong_kind = small_spec(manifest, architectures={"r18": {"model": "resnet18", "weights": "timm"}})
+    with pytest.raises(SpecError, match="architectures.r18.weights: weights 'timm' do not apply to torchvision"):
+        plan_cells(parse_spec(wrong_kind, "s.yaml"), "r")

