@@ -162,8 +162,14 @@ class CellEvaluator:
         """The batch's images, ground-truth masks (``None`` where a row has none) and boxes (``(n, 4)``, maybe
         ``n = 0``), all through the model's preprocessing."""
         preprocessing = self.loaded.preprocessing
-        images = torch.stack([preprocessing(decode_image(row)) for row in rows]).to(self.device)
+        decoded = [decode_image(row) for row in rows]
+        images = torch.stack([preprocessing(image) for image in decoded]).to(self.device)
         masks = [ground_truth_mask(row) for row in rows]
+        for row, image, mask in zip(rows, decoded, masks):
+            if mask is not None and mask.shape != (image.height, image.width):
+                raise ValueError(f"cell {self.plan.name}: the mask of image {row['image_id']!r} is "
+                                 f"{mask.shape[1]}×{mask.shape[0]} but the image is {image.width}×{image.height}; "
+                                 "rebuild the manifest (camgrid manifest build checks them)")
         boxes = tuple(preprocessing.boxes([[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] for b in row["boxes"] or []],
                                           row["width"], row["height"]).to(self.device) for row in rows)
         return images, [None if m is None else preprocessing.mask(m).to(self.device) for m in masks], boxes

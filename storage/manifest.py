@@ -23,12 +23,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage.files import atomic_write_table, is_local, join, list_files, read_bytes, resolve
 
 __all__ = ["MANIFEST_SCHEMA", "SCHEMA_VERSION", "ManifestError", "ManifestSchemaError", "CorruptImageError",
-           "Manifest", "write_manifest", "read_manifest", "decode_image", "decode_mask", "encode_mask",
+           "Manifest", "write_manifest", "read_manifest", "decode_image", "decode_mask", "encode_mask", "open_rgb",
+           "DECODE_ERRORS",
            "boxes_to_mask", "ground_truth_mask"]
 
 SCHEMA_VERSION = "1"
@@ -191,13 +192,28 @@ def read_manifest(location: str | os.PathLike) -> Manifest:
     return Manifest(table, tuple(metadata["class_names"]), metadata, os.fspath(location))
 
 
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def open_rgb(payload: bytes) -> Image.Image:
+    """Encoded image bytes as the RGB image a viewer shows: turned by its EXIF orientation, and 16-bit
+    grayscale scaled to 8 bits (``convert("RGB")`` would clip it to white). Raises one of :data:`DECODE_ERRORS`,
+    :class:`PIL.Image.DecompressionBombError` for an image over Pillow's pixel limit."""
+    with Image.open(io.BytesIO(payload)) as image:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            values = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), mode="L")
+        return image.convert("RGB")
+
+
 def decode_image(record: dict[str, Any]) -> Image.Image:
-    """The RGB image of one manifest row (embedded bytes or read through its URI)."""
+    """The RGB image of one manifest row (embedded bytes or read through its URI), as :func:`open_rgb` decodes it."""
     payload = record["image"] if record.get("image") is not None else read_bytes(record["image_uri"])
     try:
-        with Image.open(io.BytesIO(payload)) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        return open_rgb(payload)
+    except DECODE_ERRORS as err:
         raise CorruptImageError(f"image {record.get('image_id')!r} ({record.get('image_uri') or 'embedded'}) "
                                 f"cannot be decoded: {err}") from err
 

@@ -59,3 +59,24 @@ def test_box_metrics_in_the_job_see_the_boxes_in_model_coordinates(boxed, tmp_pa
         assert value["pointing_game"] == 1.0
     accuracy = scores.filter(pl.col("metric") == "box_accuracy")
     assert accuracy.height == 8 and accuracy["value"].is_not_nan().all()  # the driver scored it with the boxes
+
+
+def test_a_mask_of_another_size_than_its_image_is_named_not_resized(boxed, tmp_path):
+    import numpy as np
+
+    from storage.manifest import encode_mask
+
+    manifest = read_manifest(boxed)
+    table = manifest.table
+    masks = [encode_mask(np.ones((5, 7), dtype=bool))] + [None] * (table.num_rows - 1)
+    table = table.set_column(table.schema.get_field_index("mask"), "mask", pa.array(masks, pa.binary()))
+    write_manifest(table, tmp_path / "bad", class_names=manifest.class_names, builder="test", builder_version="1")
+    spec = parse_spec({
+        "name": "masks", "batch_size": 4, "methods": {"gradcam": {}}, "metrics": {"relevance_mass_accuracy": {}},
+        "datasets": {"bad": {"manifest": str(tmp_path / "bad")}},
+        "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96}},
+    }, "masks.yaml")
+    (plan,) = plan_cells(spec, "r")
+    first = table.column("image_id")[0].as_py()
+    with pytest.raises(ValueError, match=rf"the mask of image '{first}' is 7×5 but the image is"):
+        evaluate_in_process(plan)

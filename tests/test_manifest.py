@@ -124,3 +124,49 @@ def test_selection_ignores_input_order_and_replaces_rejects_from_the_same_class(
     with pytest.raises(SampleTooSmallError, match="only 20 usable images for the 25 requested"):
         select_stratified(items, 25, seed=5, label=pick["label"], key=pick["key"],
                           accept=lambda item: None if item[1] == 0 else item)
+
+
+def _png(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_decoding_scales_16_bit_grayscale_and_follows_exif_orientation():
+    from PIL import Image
+
+    from storage.manifest import open_rgb
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    sixteen = Image.fromarray(ramp)
+    assert sixteen.mode == "I;16"
+    decoded = np.asarray(open_rgb(_png(sixteen)))
+    assert decoded.shape == (8, 8, 3) and decoded[..., 0].max() == round(63000 / 257)  # not clipped to white
+    assert np.array_equal(decoded[..., 0], np.round(ramp / 257).astype(np.uint8))
+    wide = Image.new("RGB", (6, 4), "red")
+    exif = wide.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to show
+    import io
+
+    buffer = io.BytesIO()
+    wide.save(buffer, format="JPEG", exif=exif)
+    assert open_rgb(buffer.getvalue()).size == (4, 6)
+
+
+def test_an_image_over_pillows_pixel_limit_is_a_recorded_skip(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from storage.builders.common import Candidate, DatasetIndex, build_manifest
+
+    small = _png(Image.new("RGB", (8, 8), "blue"))
+    big = _png(Image.new("RGB", (64, 64), "blue"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64² > 2 × 1000: Pillow refuses to decode it
+    candidates = [Candidate("small", 0, "test", None, load=lambda: small),
+                  Candidate("big", 0, "test", None, load=lambda: big)]
+    manifest = build_manifest(DatasetIndex("d", ["c"], candidates, "src"), tmp_path / "m", n=None, builder="t",
+                              builder_version="1")
+    assert [r["image_id"] for r in manifest.records()] == ["small"]
+    (skip,) = manifest.skipped
+    assert skip["image_id"] == "big" and "over Pillow's pixel limit" in skip["reason"]

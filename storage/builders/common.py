@@ -11,7 +11,6 @@ perturbations from) needs none: with ``require_masks=False`` such an image is ke
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import xml.etree.ElementTree as ET
@@ -24,7 +23,15 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from storage.files import read_bytes
-from storage.manifest import MANIFEST_SCHEMA, Manifest, ManifestError, encode_mask, write_manifest
+from storage.manifest import (
+    DECODE_ERRORS,
+    MANIFEST_SCHEMA,
+    Manifest,
+    ManifestError,
+    encode_mask,
+    open_rgb,
+    write_manifest,
+)
 from storage.sampling import SampleTooSmallError, select_stratified
 
 __all__ = ["Box", "Candidate", "DatasetIndex", "build_manifest", "require_path", "read_table_file", "read_voc_boxes",
@@ -156,9 +163,8 @@ def open_mask_image(path: Path) -> Image.Image:
 
 
 def _check_image(payload: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(payload)) as image:
-        image.load()
-        return image.size
+    """``(width, height)`` of the image as it is decoded for the model (after its EXIF orientation)."""
+    return open_rgb(payload).size
 
 
 def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None, seed: int = 0,
@@ -194,7 +200,9 @@ def build_manifest(index: DatasetIndex, out: str | os.PathLike, *, n: int | None
             return skip(f"missing image file: {err}")
         try:
             width, height = _check_image(payload)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        except Image.DecompressionBombError as err:
+            return skip(f"image over Pillow's pixel limit (PIL.Image.MAX_IMAGE_PIXELS): {err}")
+        except DECODE_ERRORS as err:
             return skip(f"corrupt image: {err}")
         mask = None
         if candidate.mask is not None:
