@@ -274,6 +274,9 @@ def report(run_dir, out, directions, overlays, paper) -> None:
             written["overlays"] = write_overlays(run_dir, folder)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise click.ClickException(str(err)) from err
+    except OSError as err:  # a full disk, a read-only folder: the tables written before stay whole
+        raise click.ClickException(f"could not write the report into {out or Path(run_dir) / 'report'}: "
+                                   f"{err.strerror or err}") from err
     for name, paths in written.items():
         click.echo(f"{name}: {', '.join(str(p) for p in paths)}")
     markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)

@@ -13,6 +13,8 @@ from typing import Literal
 
 import polars as pl
 
+from storage.files import atomic_write_bytes, resolve
+
 __all__ = ["RankTable", "PlainTable"]
 
 ARROWS = {"higher": ("↑", r"$\uparrow$"), "lower": ("↓", r"$\downarrow$")}
@@ -35,13 +37,13 @@ class _Written:
     """``write``: a table's Markdown, CSV and LaTeX renderings as files."""
 
     def write(self, directory: str | Path, name: str) -> list[Path]:
-        """``name``.md, .csv and .tex in ``directory``."""
+        """``name``.md, .csv and .tex in ``directory``, each written atomically."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         paths = []
         for suffix, text in (("md", self.to_markdown()), ("csv", self.to_csv()), ("tex", self.to_latex())):
             path = directory / f"{name}.{suffix}"
-            path.write_text(text)
+            filesystem, target = resolve(path)
+            atomic_write_bytes(filesystem, target, text.encode())  # a full disk leaves the old file, never a part
             paths.append(path)
         return paths
 

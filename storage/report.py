@@ -9,6 +9,7 @@ from typing import Mapping
 
 import polars as pl
 
+from storage.files import atomic_write_bytes, resolve
 from storage.paper import paper_tables
 from storage.ranking import Direction, cell_means, diagnostics_frame, diagnostics_table, nan_report, rank_tables
 from storage.record import RunRecord
@@ -64,7 +65,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     written = {name: table.write(out, name) for name, table in tables.items()}
     report = nan_report(cell_means(scores))
     path = Path(out) / "nan_report.csv"
-    report.write_csv(path)
+    atomic_write_bytes(*resolve(path), report.write_csv().encode())
     written["nan_report"] = [path]
     if paper is not None:
         for name, table in paper_tables(scores, *paper).items():

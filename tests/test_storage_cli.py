@@ -76,3 +76,46 @@ def test_manifest_build_train_split_for_a_reference_set(tmp_path):
     wrong = runner.invoke(main, ["manifest", "build", "cifar10", str(tmp_path / "cifar"), "--split", "tset", "--out",
                                  str(tmp_path / "m")])
     assert wrong.exit_code != 0 and "CIFAR-10 split 'tset' unknown; choose from test, train" in wrong.output
+
+
+def _two_method_run(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.write_record(run_record("r", {}, seed=0, metric_directions={"insertion": "higher"}))
+    rows = [{"run": "r", "method": m, "image_id": str(i), "target": 0, "metric": "insertion", "value": v,
+             "seconds": 0.0} for i in range(2) for m, v in [("gradcam", 0.4), ("egc", 0.6), ("fakecam", 0.5)]]
+    saliency = saliency_table("r", "gradcam", ["0"], [0], np.ones((1, 2, 2)), [0.0])
+    store.write_shard("demo", "lite0", 0, saliency, pa.Table.from_pylist(rows, schema=SCORES_SCHEMA))
+    return store
+
+
+def test_report_sets_a_papers_values_beside_the_runs(tmp_path):
+    _two_method_run(tmp_path)
+    paper = tmp_path / "paper.csv"
+    paper.write_text("table,dataset,architecture,method,metric,value,scale\n"
+                     "1,demo,lite0,gradcam,insertion,30.0,100\n1,demo,lite0,egc,insertion,70.0,100\n"
+                     "1,demo,lite0,fakecam,insertion,50.0,100\n")
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--no-overlays", "--paper", str(paper)])
+    assert result.exit_code == 0, result.output
+    comparison = (tmp_path / "run" / "report" / "paper_comparison.csv").read_text()
+    assert "gradcam,insertion,30.0,40.0,10.0,2" in comparison
+    agreement = (tmp_path / "run" / "report" / "paper_agreement.csv").read_text()
+    assert "1,demo,lite0,insertion,3,1.0" in agreement
+
+
+def test_a_full_disk_during_the_report_leaves_whole_files_and_says_so(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    _two_method_run(tmp_path)
+    assert CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--no-overlays"]).exit_code == 0
+    report = tmp_path / "run" / "report"
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("storage.files.os.fsync", full)
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--no-overlays"])
+    assert result.exit_code == 1 and "could not write the report" in result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # nothing empty, nothing half-written
