@@ -62,13 +62,24 @@ def placement(spec: GridSpec, cluster: dict[str, float]) -> Placement:
     return Placement(res.actors_per_cell, gpus_per_actor, cpus_per_actor, concurrent, threads)
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port``, ``[IPv6]:port`` or ``IPv6:port``; ``None`` for "auto" and URLs."""
+    if "://" in address:
+        return None
+    bracketed = re.fullmatch(r"\[([^\]]+)\]:(\d+)", address)
+    if bracketed is not None:
+        return bracketed.group(1), int(bracketed.group(2))
+    host, _, port = address.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail at once for a ``host:port`` nobody listens on (Ray itself retries the GCS for minutes)."""
-    match = re.fullmatch(r"([\w.-]+):(\d+)", address)
-    if match is None:  # "auto", "ray://…", "http://…": left to Ray
+    target = _host_port(address)
+    if target is None:  # "auto", "ray://…", "http://…": left to Ray
         return
     try:
-        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout_s).close()
+        socket.create_connection(target, timeout=timeout_s).close()
     except OSError as err:
         raise ConnectionError(f"no Ray cluster at {address}: {err}") from err
 

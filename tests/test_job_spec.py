@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -253,9 +255,18 @@ def test_an_unreachable_cluster_address_fails_at_once():
 
     ray.shutdown()  # start_ray keeps a running Ray
     start = time.perf_counter()
-    with pytest.raises(ConnectionError, match="no Ray cluster at 127.0.0.1:1"):
-        start_ray("127.0.0.1:1")
+    for address in ("127.0.0.1:1", "[::1]:1", "::1:1", "localhost:1"):
+        with pytest.raises(ConnectionError, match=f"no Ray cluster at {re.escape(address)}"):
+            start_ray(address)
     assert time.perf_counter() - start < 10
+
+
+def test_cluster_addresses_parse_with_ipv6_hosts():
+    from jobs.ray_setup import _host_port
+
+    assert _host_port("10.0.0.5:6379") == ("10.0.0.5", 6379) and _host_port("[fe80::1]:6379") == ("fe80::1", 6379)
+    assert _host_port("fe80::1:6379") == ("fe80::1", 6379) and _host_port("head.local:6379") == ("head.local", 6379)
+    assert _host_port("auto") is None and _host_port("ray://head:10001") is None
 
 
 
