@@ -90,9 +90,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     Embedded Ray's workers get this package's folder on ``PYTHONPATH`` (they do not see the driver's
     ``sys.path``); on a cluster the package is installed (``cluster.yaml``) or shipped with
-    ``ray job submit --working-dir``, whose runtime environment is left as the job set it. Token
-    authentication, on by default for clusters that Ray 2.60 starts, needs the cluster's token here
-    (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``).
+    ``ray job submit --working-dir``, whose runtime environment is left as the job set it. A cluster
+    with token authentication (``RAY_AUTH_MODE=token``, as ``cluster.yaml`` starts it) needs the same
+    mode and its token here (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``).
     """
     import ray
 
@@ -105,8 +105,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:
             raise ConnectionError(
-                f"cannot join the Ray cluster at {target}: {err}. If the cluster uses token authentication "
-                "(Ray's default), set RAY_AUTH_TOKEN to its token (`ray get-auth-token` on the head node)"
+                f"cannot join the Ray cluster at {target}: {err}. If the cluster uses token authentication, "
+                "run with RAY_AUTH_MODE=token and its token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)"
             ) from err
         return
     python_path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)

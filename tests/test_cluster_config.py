@@ -48,3 +48,14 @@ def test_nodes_install_this_package_at_the_pinned_ray(config):
     import ray
 
     assert ray.__version__ == pinned  # the client submits to a cluster of the same Ray
+
+
+def test_every_node_runs_ray_with_token_auth_and_a_loopback_job_server(config):
+    commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    starts = [c for c in commands if "ray start" in c]
+    assert starts and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts)
+    head = next(c for c in config["head_start_ray_commands"] if "--head" in c)
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    readme = (ROOT / "README.md").read_text()
+    assert "ray get-auth-token --generate" in readme and 'ray exec cluster.yaml "ray get-auth-token"' not in readme
