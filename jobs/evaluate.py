@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Mapping
@@ -177,6 +178,23 @@ class CellEvaluator:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ids = [row["image_id"] for row in rows]
+        store = RunStore(self.plan.location) if self.plan.location else None
+        if store is None:
+            return self._evaluate(rows, ids)
+        # a crash of this process (killed, out of memory) leaves the ids for the driver to name; an exception
+        # names them itself
+        store.mark_in_flight(self.plan.dataset, self.plan.architecture, self.worker, ids)
+        try:
+            return self._evaluate(rows, ids)
+        finally:
+            store.clear_in_flight(self.plan.dataset, self.plan.architecture, self.worker)
+
+    @property
+    def worker(self) -> str:
+        """This process as ``host-pid``."""
+        return f"{socket.gethostname()}-{os.getpid()}"
+
+    def _evaluate(self, rows: list[dict[str, Any]], ids: list[str]) -> pa.Table:
         images, masks, boxes = self._decode(rows)
         seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
         with torch.no_grad():

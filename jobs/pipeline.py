@@ -160,6 +160,15 @@ def _root_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0][:500]
 
 
+def _stranded(store: RunStore, plan: CellPlan) -> str:
+    """The images a crashed worker of the cell was on (its batch never returned), as a clause for the error."""
+    stranded = sorted({i for ids in store.in_flight(plan.dataset, plan.architecture).values() for i in ids})
+    if not stranded:
+        return ""
+    listed = ", ".join(stranded[:8]) + (f", … ({len(stranded)} in all)" if len(stranded) > 8 else "")
+    return f" (a worker stopped on images {listed})"
+
+
 _RECORD_LOCK = threading.Lock()
 
 
@@ -208,6 +217,7 @@ def _run_cell(
         progress.update(cell, force=True)
         assembler = ShardAssembler(store, plan, set(pending))
         written_before = sum(len(plan.images[s]) for s in written)
+        store.clear_in_flight(plan.dataset, plan.architecture)
         try:
             if diagnostics is None:
                 diagnostics = _reference_stage(store, plan, place, featurizer, progress)
@@ -229,7 +239,7 @@ def _run_cell(
             if stop.is_set():  # the pipeline was torn down under it
                 cell.error = "interrupted"
                 continue
-            cell.error = _root_cause(err)
+            cell.error = _root_cause(err) + _stranded(store, plan)
             progress.echo(
                 f"[{plan.name}] attempt {attempt + 1} failed: {cell.error}"
                 + ("; resuming" if attempt < retries else "")

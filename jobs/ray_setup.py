@@ -153,5 +153,6 @@ def mapped(files: list[str], columns: list[str], wanted: list[str], batch_size: 
         batch_format="pyarrow",
         zero_copy_batch=True,
         compute=ActorPoolStrategy(size=place.actors_per_cell),
-        **place.actor_resources(),
+        max_restarts=0,  # a dead actor fails the attempt: the cell's retries resume it, a batch that kills its
+        **place.actor_resources(),  # worker every time fails the cell in `retries` attempts, naming the images
     )

@@ -7,6 +7,7 @@ Layout (local path or object-store URI)::
     <run>/scores/dataset=<d>/architecture=<a>/shard-SSSSS.parquet        one row per image × method × metric
     <run>/cells/dataset=<d>/architecture=<a>.json                       success marker of a finished cell
     <run>/references/dataset=<d>/architecture=<a>/features.parquet      h(x') of the cell's reference images
+    <run>/inflight/dataset=<d>/architecture=<a>/<host>-<pid>.json       image ids a worker is on (crash forensics)
 
 A part is named by its cell (the hive directories) and shard, and written atomically, so a retried
 task overwrites its own part and a rerun can skip the shards whose parts exist: no row is lost or
@@ -21,6 +22,7 @@ plain float16 would flush or overflow).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import socket
@@ -248,6 +250,40 @@ class RunStore:
         filesystem, _ = self._fs
         path = self._marker_path(dataset, architecture)
         return CellMarker.model_validate_json(read_file(filesystem, path)) if exists(filesystem, path) else None
+
+    def _in_flight_dir(self, dataset: str, architecture: str) -> str:
+        _, root = self._fs
+        return join(root, "inflight", f"dataset={_check_name('dataset', dataset)}",
+                    f"architecture={_check_name('architecture', architecture)}")
+
+    def mark_in_flight(self, dataset: str, architecture: str, worker: str, image_ids: list[str]) -> None:
+        """Record that ``worker`` (``host-pid``) is working on ``image_ids``: what a crash of its process leaves."""
+        filesystem, _ = self._fs
+        path = join(self._in_flight_dir(dataset, architecture), f"{worker}.json")
+        atomic_write_bytes(filesystem, path, json.dumps(image_ids).encode())
+
+    def clear_in_flight(self, dataset: str, architecture: str, worker: str | None = None) -> None:
+        """Forget what ``worker`` (every worker: ``None``) of the cell was working on."""
+        filesystem, _ = self._fs
+        folder = self._in_flight_dir(dataset, architecture)
+        paths = ([join(folder, f"{worker}.json")] if worker is not None
+                 else list_files(filesystem, folder, ".json"))
+        for path in paths:
+            try:
+                filesystem.delete_file(path)
+            except (FileNotFoundError, OSError):
+                pass
+
+    def in_flight(self, dataset: str, architecture: str) -> dict[str, list[str]]:
+        """``worker → image ids`` of the batches the cell's workers started and did not finish."""
+        filesystem, _ = self._fs
+        out = {}
+        for path in list_files(filesystem, self._in_flight_dir(dataset, architecture), ".json"):
+            try:
+                out[path.rsplit("/", 1)[1][: -len(".json")]] = json.loads(read_file(filesystem, path))
+            except (FileNotFoundError, OSError, ValueError):
+                continue  # finished (and removed) while being listed
+        return out
 
     def _features_path(self, dataset: str, architecture: str) -> str:
         _, root = self._fs

@@ -85,3 +85,13 @@ class RefusingFeaturizer(ReferenceFeaturizer):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise RuntimeError("reference features recomputed")
+
+
+class KillsOnImageEvaluator(CellEvaluator):
+    """The actor process is SIGKILLed by every batch holding the manifest's first image (a poisoned input)."""
+
+    def _evaluate(self, rows: list[dict], ids: list[str]) -> pa.Table:
+        if min(self.plan.images[min(self.plan.images)]) in ids:
+            _claim("poisoned")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super()._evaluate(rows, ids)

@@ -262,6 +262,22 @@ def test_a_killed_actor_is_replaced_and_every_row_lands_once(state, manifest, ba
     assert_same_scores(scores(tmp_path / "killed"), scores(baseline[0]))
 
 
+def test_a_batch_that_kills_its_worker_every_time_fails_the_cell_naming_its_images(state, manifest, tmp_path):
+    from job_faults import KillsOnImageEvaluator
+
+    lines: list[str] = []
+    spec = grid_spec(manifest, resources={"retries": 1, "no_progress_timeout_s": 300})
+    (plan,) = plan_cells(parse_spec(spec, "s.yaml"), "r")
+    poisoned = min(plan.images[min(plan.images)])
+    with pytest.raises(GridFailedError, match=f"a worker stopped on images .*{poisoned}"):
+        run(spec, tmp_path / "poisoned", lines, evaluator=KillsOnImageEvaluator)
+    assert (state / "poisoned").exists()
+    failed = [line for line in lines if "failed" in line and "attempt" in line]
+    assert len(failed) == 2 and all(poisoned in line for line in failed)  # each attempt fails at once, named
+    store = RunStore(str(tmp_path / "poisoned"))
+    assert store.cell_done("demo", "lite0") is None
+
+
 def test_a_stuck_pipeline_fails_after_the_no_progress_timeout(state, manifest, tmp_path):
     from job_faults import HangingEvaluator
 
