@@ -110,6 +110,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             ) from err
         return
     python_path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    # an embedded Ray turns token authentication on by itself and says so on the console: not this console's news
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(
         num_cpus=num_cpus,
         runtime_env={"env_vars": {"PYTHONPATH": python_path}},
@@ -128,6 +130,7 @@ def configure_data(spec: GridSpec) -> None:
     context.enable_operator_progress_bars = False
     context.issue_detectors_config.detectors = []  # per-operator memory hints every 30 s: not for this console
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # an INFO line per finished dataset
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled": we did
 
 
 def mapped(files: list[str], columns: list[str], wanted: list[str], batch_size: int, callable_class: type,

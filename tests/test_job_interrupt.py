@@ -79,3 +79,21 @@ def test_ctrl_c_stops_the_run_at_once_and_a_rerun_can_take_the_directory(manifes
     assert "interrupted: stopping the cells" in output and "rerun the same command to resume" in output
     with RunStore(str(tmp_path / "run")).lock():  # the interrupted run let go of its directory
         pass
+
+
+def test_a_run_prints_camgrids_lines_and_none_of_rays(manifest, tmp_path):
+    import ray
+
+    ray.shutdown()
+    spec = grid_spec(manifest, samples=2, methods={"gradcam": {}}, metrics={"sparseness": {}})
+    (tmp_path / "quiet.yaml").write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(PYTHONPATH=str(TESTS.parent))
+    done = subprocess.run([sys.executable, "-m", "jobs.cli", "run", str(tmp_path / "quiet.yaml"), "--out",
+                           str(tmp_path / "run"), "--no-report"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "finished in" in output
+    for noise in ("WARNING", "core_worker", "Progress bars", "Token authentication", "Traceback"):
+        assert noise not in output, (noise, output)
