@@ -40,12 +40,14 @@ class ShardAssembler:
     rows: dict[int, dict[tuple[str, str], dict]] = field(default_factory=dict)
     written: list[int] = field(default_factory=list)
     images_done: int = 0  # images with every method's row in, written or not
+    maps_done: int = 0  # (image, method) rows in, written or not
     bytes_written: int = 0
     write_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.pooled = {name: self.plan.metrics[name].create() for name in pooled_metrics(self.plan)}
         self.methods = list(self.plan.methods)
+        self.rectified = {name: type(entry.create()).rectified for name, entry in self.plan.methods.items()}
         self._per_image: dict[tuple[int, str], int] = {}
         self._shard_boxes: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -63,6 +65,7 @@ class ShardAssembler:
             rows = self.rows.setdefault(shard, {})
             key = (row["image_id"], row["method"])
             if key not in rows:  # a retried task's repeat replaces its twin without counting twice
+                self.maps_done += 1
                 self._per_image[(shard, row["image_id"])] = self._per_image.get((shard, row["image_id"]), 0) + 1
                 self.images_done += self._per_image[(shard, row["image_id"])] == len(self.methods)
             rows[key] = row
@@ -87,7 +90,8 @@ class ShardAssembler:
             per_batch = [{score["metric"]: score for score in r["scores"]} for r in group]
             for name in self.plan.metrics:
                 if name in self.pooled:
-                    values, seconds = self._pooled(name, maps, [r["predicted"] for r in group], shard, ids)
+                    values, seconds = self._pooled(name, maps, [r["predicted"] for r in group], shard, ids,
+                                                   self.rectified[method])
                 else:
                     values = [scores_of[name]["value"] for scores_of in per_batch]
                     seconds = [scores_of[name]["seconds"] for scores_of in per_batch]
@@ -107,13 +111,13 @@ class ShardAssembler:
         self.written.append(shard)
         self.write_seconds += time.perf_counter() - start
 
-    def _pooled(self, name: str, coarse: np.ndarray, predicted: list[int], shard: int,
-                ids: list[str]) -> tuple[list[float], list[float]]:
+    def _pooled(self, name: str, coarse: np.ndarray, predicted: list[int], shard: int, ids: list[str],
+                rectify: bool) -> tuple[list[float], list[float]]:
         """A pooled metric over the shard's maps, upsampled exactly as the actors upsample them (and the images'
         ground-truth boxes through the model's preprocessing, where the metric needs them)."""
         start = time.perf_counter()
         metric = self.pooled[name]
-        maps = scored_map(torch.from_numpy(coarse.copy()), self.plan.model.image_size)
+        maps = scored_map(torch.from_numpy(coarse.copy()), self.plan.model.image_size, rectify)
         boxes = self._boxes(shard, ids) if Need.BOXES in metric.needs else None
         values = metric(Batch(maps, predicted=torch.tensor(predicted), boxes=boxes)).tolist()
         return values, [(time.perf_counter() - start) / len(values)] * len(values)

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -120,7 +120,8 @@ class ReferenceFeaturizer:
 
 
 class CellEvaluator:
-    """Ray Data ``map_batches`` callable: a batch of manifest rows → one row per (image, method)."""
+    """Ray Data ``map_batches`` callable: a batch of manifest rows → one row per (image, method), yielded
+    method by method."""
 
     def __init__(self, plan: CellPlan, torch_threads: int | None = None):
         self.plan = plan
@@ -175,17 +176,20 @@ class CellEvaluator:
                                           row["width"], row["height"]).to(self.device) for row in rows)
         return images, [None if m is None else preprocessing.mask(m).to(self.device) for m in masks], boxes
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        """The batch's output rows, one table per method as each method finishes (so progress moves within
+        a batch)."""
         rows = batch.to_pylist()
         ids = [row["image_id"] for row in rows]
         store = RunStore(self.plan.location) if self.plan.location else None
         if store is None:
-            return self._evaluate(rows, ids)
+            yield from self._evaluate(rows, ids)
+            return
         # a crash of this process (killed, out of memory) leaves the ids for the driver to name; an exception
         # names them itself
         store.mark_in_flight(self.plan.dataset, self.plan.architecture, self.worker, ids)
         try:
-            return self._evaluate(rows, ids)
+            yield from self._evaluate(rows, ids)
         finally:
             store.clear_in_flight(self.plan.dataset, self.plan.architecture, self.worker)
 
@@ -194,7 +198,7 @@ class CellEvaluator:
         """This process as ``host-pid``."""
         return f"{socket.gethostname()}-{os.getpid()}"
 
-    def _evaluate(self, rows: list[dict[str, Any]], ids: list[str]) -> pa.Table:
+    def _evaluate(self, rows: list[dict[str, Any]], ids: list[str]) -> Iterator[pa.Table]:
         images, masks, boxes = self._decode(rows)
         seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
         with torch.no_grad():
@@ -204,7 +208,6 @@ class CellEvaluator:
         targets_of = {kind: torch.tensor(self.plan.targets_of(kind, labels, predicted_list), device=self.device)
                       for kind in kinds}
         targets = targets_of[self.plan.target]
-        out: list[dict[str, Any]] = []
         target_list = targets.tolist()
         for name, bound in self.bound.items():
             start = time.perf_counter()
@@ -218,14 +221,13 @@ class CellEvaluator:
                                      else self._batch(other, images, seeds, predicted, bound, boxes))
             scores = self._score(batches, masks)
             coarse = attribution.raw.float().cpu().numpy()
-            for i, row in enumerate(rows):
-                out.append({"image_id": ids[i], "shard": row["shard"], "method": name, "target": target_list[i],
-                            "predicted": predicted_list[i], "map_height": coarse.shape[1],
-                            "map_width": coarse.shape[2], "map": coarse[i].astype("<f4").tobytes(),
-                            "seconds": seconds,
-                            "scores": [{"metric": metric, "value": values[i], "seconds": per_image}
-                                       for metric, (values, per_image) in scores.items()]})
-        return pa.Table.from_pylist(out, schema=ROWS_SCHEMA)
+            yield pa.Table.from_pylist([
+                {"image_id": ids[i], "shard": row["shard"], "method": name, "target": target_list[i],
+                 "predicted": predicted_list[i], "map_height": coarse.shape[1], "map_width": coarse.shape[2],
+                 "map": coarse[i].astype("<f4").tobytes(), "seconds": seconds,
+                 "scores": [{"metric": metric, "value": values[i], "seconds": per_image}
+                            for metric, (values, per_image) in scores.items()]}
+                for i, row in enumerate(rows)], schema=ROWS_SCHEMA)
 
     def _attribute(self, name: str, bound: BoundMethod, images: torch.Tensor, targets: torch.Tensor,
                    seeds: torch.Tensor, ids: list[str]) -> Attribution:
@@ -309,7 +311,8 @@ def evaluate_in_process(plan: CellPlan, batch_size: int | None = None,
     evaluator = evaluator or CellEvaluator(plan)
     rows = _plan_rows(plan)
     step = batch_size or plan.batch_size
-    return pa.concat_tables([evaluator(rows.slice(offset, step)) for offset in range(0, rows.num_rows, step)])
+    return pa.concat_tables([table for offset in range(0, rows.num_rows, step)
+                             for table in evaluator(rows.slice(offset, step))])
 
 
 def row_scores(rows: pa.Table) -> dict[tuple[str, str, str], float]:

@@ -196,7 +196,7 @@ def _run_cell(
     stop: threading.Event | None = None,
 ) -> CellProgress:
     stop = stop or threading.Event()
-    cell = progress.cell(plan.name, plan.total)
+    cell = progress.cell(plan.name, plan.total, len(plan.methods))
     if store.cell_done(plan.dataset, plan.architecture) is not None:
         cell.skipped, cell.status = plan.total, "done (resumed)"
         progress.update(cell, force=True)
@@ -232,6 +232,7 @@ def _run_cell(
                     raise _Stopped
                 wrote = assembler.add(batch)
                 cell.done = written_before + assembler.images_done
+                cell.maps_done = written_before * cell.methods + assembler.maps_done
                 progress.update(cell, force=bool(wrote))
         except _Stopped:
             cell.error = "interrupted"
@@ -247,6 +248,7 @@ def _run_cell(
         finally:
             written.update(assembler.written)
             cell.done = sum(len(plan.images[s]) for s in written)
+            cell.maps_done = cell.done * cell.methods
             stats["bytes"] += assembler.bytes_written
             stats["write_seconds"] += assembler.write_seconds
     missing = sorted(set(plan.images) - store.done_shards(plan.dataset, plan.architecture))

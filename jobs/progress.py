@@ -30,6 +30,8 @@ class CellProgress:
     status: str = "waiting"
     attempts: int = 0
     error: str | None = None
+    methods: int = 1  # maps per image
+    maps_done: int = 0  # (image, method) maps finished in this run, of images not yet all done too
 
     @property
     def elapsed(self) -> float:
@@ -37,14 +39,20 @@ class CellProgress:
 
     @property
     def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+        """Images per second, counting an image's maps as they come (a method's share of an image)."""
+        done = max(self.done, self.maps_done / self.methods)
+        return done / self.elapsed if self.elapsed > 0 else 0.0
 
     def line(self) -> str:
-        left = self.total - self.done - self.skipped
+        done = max(self.done, self.maps_done / self.methods)
+        left = self.total - done - self.skipped
         eta = left / self.rate if self.rate > 0 else float("inf")
         resumed = f" ({self.skipped} resumed)" if self.skipped else ""
+        maps = (f" ({self.maps_done}/{(self.total - self.skipped) * self.methods} maps)"
+                if self.status == "running" and self.methods > 1 and self.maps_done > self.done * self.methods else "")
         tail = f"ETA {format_duration(eta)}" if self.status == "running" else self.status
-        return f"[{self.name}] {self.done + self.skipped}/{self.total} images{resumed}  {self.rate:.2f} img/s  {tail}"
+        return (f"[{self.name}] {self.done + self.skipped}/{self.total} images{maps}{resumed}  {self.rate:.2f} img/s  "
+                f"{tail}")
 
 
 class GridProgress:
@@ -56,9 +64,9 @@ class GridProgress:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
 
-    def cell(self, name: str, total: int) -> CellProgress:
+    def cell(self, name: str, total: int, methods: int = 1) -> CellProgress:
         with self._lock:
-            self.cells[name] = CellProgress(name, total)
+            self.cells[name] = CellProgress(name, total, methods=methods)
             return self.cells[name]
 
     def update(self, cell: CellProgress, *, force: bool = False) -> None:
