@@ -38,9 +38,10 @@ def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Ten
     return out[:, 0] if squeeze else out
 
 
-def scored_map(raw: Tensor, size: tuple[int, int]) -> Tensor:
-    """The map that metrics score and overlays show: ``upsample(relu(raw), size)``, ``(B, U, V)`` → ``(B, H, W)``."""
-    return upsample(relu(raw), size)
+def scored_map(raw: Tensor, size: tuple[int, int], rectify: bool = True) -> Tensor:
+    """The map that metrics score and overlays show: ``upsample(relu(raw), size)``, ``(B, U, V)`` → ``(B, H, W)``;
+    without ``rectify`` (an input-space method's signed map) ``upsample(raw, size)``."""
+    return upsample(relu(raw) if rectify else raw, size)
 
 
 def minmax_normalize(maps: Tensor, eps: float = 0.0) -> Tensor:

@@ -16,6 +16,7 @@ import torch
 from attribution.models.config import ModelConfig
 from attribution.postprocess import minmax_normalize, scored_map
 from jobs.explain import Explanation, save_overlay_grid
+from jobs.spec import parse_components
 from storage.builders import demo_manifest
 from storage.manifest import decode_image, read_manifest
 from storage.results import RunStore
@@ -29,9 +30,11 @@ def _manifest(location: str):
 
 def write_overlays(run: str | os.PathLike, out: str | os.PathLike, images_per_cell: int = 4) -> list[Path]:
     """One PNG per finished cell under ``out`` (``<dataset>_<architecture>.png``): rows are the cell's first
-    ``images_per_cell`` images (by id), columns the methods, each map ReLU'd, upsampled and min-max scaled."""
+    ``images_per_cell`` images (by id), columns the methods, each map as scored (ReLU'd but for an input-space
+    method's signed map), upsampled and min-max scaled."""
     store = RunStore(os.fspath(run))
     record = store.read_record()
+    configured = parse_components("method", record.config.get("methods", {}))
     written = []
     for cell in record.cells:
         if cell.manifest is None or cell.model is None or store.cell_done(cell.dataset, cell.architecture) is None:
@@ -48,7 +51,8 @@ def write_overlays(run: str | os.PathLike, out: str | os.PathLike, images_per_ce
         maps = {}
         for method in methods:
             _, coarse = store.maps(dataset=cell.dataset, architecture=cell.architecture, method=method, image_ids=ids)
-            maps[method] = minmax_normalize(scored_map(coarse, tuple(images.shape[-2:])))
+            rectify = type(configured[method].create()).rectified if method in configured else True
+            maps[method] = minmax_normalize(scored_map(coarse, tuple(images.shape[-2:]), rectify))
         targets = torch.tensor(frame.filter(pl.col("method") == methods[0]).sort("image_id")["target"][: len(ids)])
         labels = [rows[i]["label_name"] for i in ids]
         explanation = Explanation(ids, images, targets, labels, maps, {})

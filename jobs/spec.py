@@ -50,6 +50,7 @@ __all__ = [
     "SpecError",
     "apply_overrides",
     "load_spec",
+    "parse_components",
     "parse_spec",
     "preset_names",
     "spec_json_schema",
@@ -232,6 +233,14 @@ def _components(kind: Literal["method", "metric"]) -> BeforeValidator:
         return out
 
     return BeforeValidator(check, json_schema_input_type=Annotated[dict[_Text, _Params], Field(min_length=1)])
+
+
+def parse_components(kind: Literal["method", "metric"], entries: Mapping[str, Any]) -> dict[str, ComponentSpec]:
+    """A spec's ``methods`` or ``metrics`` as written (e.g. a run record's config) → their :class:`ComponentSpec` entries."""
+    try:
+        return _components(kind).func(entries)
+    except ValidationError as err:
+        raise SpecError(f"{kind}s.{_explain(err.errors(include_url=False)[0])}") from None
 
 
 def _is_registered(kind: Literal["method", "metric"], name: str) -> bool:

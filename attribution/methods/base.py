@@ -147,14 +147,16 @@ def sample_generators(seed: int, seeds: Seeds, batch: int) -> list[torch.Generat
 class Attribution:
     """What a bound method returns for a batch."""
 
-    raw: Tensor  # (B, U, V) raw coarse maps, detached
+    raw: Tensor  # (B, U, V) raw coarse maps, detached; (B, H, W) for an input-space method
     targets: Tensor  # (B,) the classes explained (the given ones or each image's top class)
     weights: Tensor | None  # (B, K) channel weights w of Σ_k w_k A^k; None for methods without them
     diagnostics: Diagnostics | None = None  # Expected Grad-CAM: rank and condition of its M̂
+    inputs: Tensor | None = None  # (B, C, H, W) attributions to the input pixels (path methods); raw is their map
+    rectified: bool = True  # a CAM's map is ReLU'd before it is scored; an input-space method's is signed
 
     def scored(self, size: tuple[int, int]) -> Tensor:
-        """The maps metrics score, ``upsample(relu(raw), size)`` ``(B, H, W)``."""
-        return scored_map(self.raw, size)
+        """The maps metrics score, ``upsample(relu(raw), size)`` ``(B, H, W)`` (no ReLU when not ``rectified``)."""
+        return scored_map(self.raw, size, self.rectified)
 
 
 class ChannelWeights(NamedTuple):
@@ -232,9 +234,10 @@ class BoundMethod:
 
 
 class CAMMethod(ABC):
-    """A saliency method over one target layer."""
+    """A saliency method over one target layer (an input-space method ignores the layer)."""
 
     name: ClassVar[str]
+    rectified: ClassVar[bool] = True  # its map is scored after a ReLU (every CAM's final step, Grad-CAM eq. 2)
 
     @property
     def needs(self) -> frozenset[Need]:
