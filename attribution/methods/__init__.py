@@ -6,7 +6,9 @@ from attribution.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, Lay
 from attribution.methods.input_paths import IntegratedGradCAM, SmoothGradCAMPlusPlus
 from attribution.methods.masking import AblationCAM, ScoreCAM
 from attribution.methods.opticam import FakeCAM, OptiCAM
+from attribution.methods.path_methods import IntegratedGradients as IntegratedGradients
 from attribution.methods.registry import UnknownMethodError, create_method, method_names, register
+from attribution.methods.samp import SAMP as SAMP
 
 __all__ = [
     "AblationCAM",

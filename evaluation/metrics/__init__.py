@@ -9,5 +9,7 @@ from evaluation.metrics import (  # noqa: F401
     complexity,
     faithfulness,
     localization,
+    pic,
     robustness,
+    subset_correlation,
 )

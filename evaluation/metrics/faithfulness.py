@@ -9,6 +9,8 @@ Curves are integrated on an x-axis normalised to ``[0, 1]`` (``trapz / (P − 1)
 so a score does not grow with the number of steps; Quantus integrates with ``dx = 1`` (its value is
 ours × ``(P − 1)``). Deletion, Pixel Flipping and Insertion−Deletion share one deletion curve (and
 Insertion one insertion curve) when they score the same :class:`evaluation.base.Batch` (its memo).
+Deletion, Insertion and Insertion−Deletion also take SAMP's protocol (Zhang et al., ICLR 2024, seed 002
+App. A.4.1) as parameters: the full-score normalisation, the rectangle mean and the blur of the start.
 
 Quantus 0.6.0 vs 0.4.4 (used by the paper): 0.4.4 evaluated one sample at a time, so its default
 max-normalisation was per sample; 0.6.0 normalises over the whole batch unless ``normalise_axes`` is
@@ -18,15 +20,16 @@ set. Here normalisation is per sample, i.e. 0.4.4's behaviour, and results do no
 from __future__ import annotations
 
 import math
+from typing import Literal, cast
 
 import numpy as np
 import torch
 from skimage.segmentation import slic
 from torch import Tensor
-from torchvision.transforms.functional import gaussian_blur
 
+from attribution.blur import rise_blur
 from attribution.needs import Need
-from attribution.params import integer, non_negative
+from attribution.params import integer, non_negative, positive
 from evaluation.base import Batch, Metric, flat, mark_undefined, safe_divide
 from evaluation.perturbation import (
     Baseline,
@@ -43,23 +46,20 @@ from evaluation.perturbation import (
 from evaluation.registry import register
 
 __all__ = [
-    "FaithfulnessEstimate",
-    "PixelFlipping",
+    "IROF",
     "Deletion",
+    "FaithfulnessEstimate",
+    "Infidelity",
     "Insertion",
     "InsertionMinusDeletion",
-    "IROF",
+    "PixelFlipping",
     "Sufficiency",
-    "Infidelity",
     "rise_blur",
 ]
 
 
-def rise_blur(images: Tensor) -> Tensor:
-    """RISE's insertion start: a Gaussian blur with kernel 11 and σ = 5 (reflection padding; the kernel
-    shrinks to ``2·side − 1`` on images smaller than 6 pixels, where reflection needs it)."""
-    size = min(11, 2 * min(images.shape[-2:]) - 1)
-    return gaussian_blur(images, kernel_size=[size, size], sigma=[5.0, 5.0])
+CurveNormalisation = Literal["none", "full_score"]
+AreaRule = Literal["trapezoid", "mean"]
 
 
 def _pixels_per_step(maps: Tensor, steps: int) -> int:
@@ -130,21 +130,83 @@ class _CurveMetric(_ModelMetric):
         return batch.memoised(("deletion_curve", self.steps, str(self.baseline), self.softmax, self.normalise,
                                self.take_abs), compute)
 
+
+class _AreaMetric(_CurveMetric):
+    """The areas under the Deletion and Insertion curves, by RISE's protocol (the defaults) or SAMP's.
+
+    SAMP's protocol (Zhang et al., ICLR 2024, seed 002 §4.1 and App. A.4.1): the pre-softmax logit
+    (``softmax=False``); ``normalise_curve="full_score"``, each point divided by the full image's
+    score, ``ŷ^k = y^k / y^T`` (the curve's own full-image point: Deletion's first, Insertion's
+    last); ``auc="mean"``, the rectangle mean ``(1/(K+1)) Σ_{k=0}^{K} ŷ^k`` over the ``K + 1``
+    points (not bounded to ``[0, 1]``), where ``"trapezoid"`` is the trapezoid on an x-axis
+    normalised to ``[0, 1]``; Insertion from a blur of kernel ``blur_kernel`` and σ ``blur_sigma``
+    (RISE's 11/5, SAMP's on MNIST and CIFAR-10; 31/5 on ImageNet). SAMP's ``s_m`` pixels per step
+    is ``steps = ⌈H·W / s_m⌉`` (a step takes ``⌈H·W / steps⌉`` pixels, the last one the rest):
+    28 for ``s_m = 224·8`` at 224² (``K = 28``), 79 for ``s_m = 10`` at MNIST's 28², 103 at
+    CIFAR-10's 32². SAMP's "zero-filled image" is the pixel-space black (``baseline="black"``), or
+    the normalised tensor's zeros (``baseline=0.0``) if it followed RISE's code there too.
+    """
+
+    def __init__(
+        self,
+        steps: int = 224,
+        baseline: Baseline = "black",
+        softmax: bool = True,
+        batch_size: int | None = None,
+        normalise_curve: CurveNormalisation = "none",
+        auc: AreaRule = "trapezoid",
+        blur_kernel: int = 11,
+        blur_sigma: float = 5.0,
+    ) -> None:
+        super().__init__(steps, baseline, softmax, batch_size)
+        self.normalise_curve = cast(CurveNormalisation, _choice(self.name, "normalise_curve", normalise_curve,
+                                                                ("none", "full_score")))
+        self.auc = cast(AreaRule, _choice(self.name, "auc", auc, ("trapezoid", "mean")))
+        self.blur_kernel = integer("blur_kernel", blur_kernel, 1)
+        if self.blur_kernel % 2 == 0:
+            raise ValueError(f"{self.name}: blur_kernel must be odd; got {blur_kernel!r}")
+        self.blur_sigma = positive("blur_sigma", blur_sigma)
+
     def insertion_curve(self, batch: Batch) -> Tensor:
         """Target scores while the top-ranked pixels are copied onto a blurred image, ``(B, S + 1)``."""
 
         def compute() -> Tensor:
             maps, images, model, targets = self._inputs(batch)
-            return self.ranked_scores(maps, rise_blur(images), images, model, targets, extra_step=1)[1].double()
+            start = rise_blur(images, self.blur_kernel, self.blur_sigma)
+            return self.ranked_scores(maps, start, images, model, targets, extra_step=1)[1].double()
 
-        return batch.memoised(("insertion_curve", self.steps, self.softmax, self.normalise, self.take_abs), compute)
+        return batch.memoised(("insertion_curve", self.steps, self.softmax, self.normalise, self.take_abs,
+                               self.blur_kernel, self.blur_sigma), compute)
+
+    def area(self, curve: Tensor, full: Tensor) -> Tensor:
+        """The area under ``(B, P)`` curves whose full-image scores are ``full`` ``(B,)``, by ``auc`` after
+        ``normalise_curve``; NaN (logged) where a full-score normalisation divides by 0."""
+        if self.normalise_curve == "full_score":
+            curve = mark_undefined(safe_divide(curve, full[:, None]), (full == 0)[:, None].expand_as(curve),
+                                   self.name, "the full image's score is 0 (normalise_curve='full_score')")
+        return curve.mean(dim=1) if self.auc == "mean" else trapezoid(curve)
+
+    def deletion_area(self, batch: Batch) -> Tensor:
+        curve = self.deletion_curve(batch)
+        return self.area(curve, curve[:, 0])
+
+    def insertion_area(self, batch: Batch) -> Tensor:
+        curve = self.insertion_curve(batch)
+        return self.area(curve, curve[:, -1])
+
+
+def _choice(metric: str, name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{metric}: {name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return cast(str, value)
 
 
 @register
-class Deletion(_CurveMetric):
+class Deletion(_AreaMetric):
     """Deletion AUC (Petsiuk et al., RISE, BMVC 2018, sec. 4.1): the area under the target-probability
     curve as the top-ranked pixels are deleted, ``steps`` at a time, from the image (point 0) to the
-    fully deleted one; x-axis normalised to ``[0, 1]``. Lower is better.
+    fully deleted one; x-axis normalised to ``[0, 1]``. Lower is better. SAMP's protocol is a choice
+    of parameters (:class:`_AreaMetric`).
 
     Deleted pixels take the model's black by default (``−mean/std``, what the image is after
     normalisation where it was black); RISE's reference code deletes to zeros of the *normalised*
@@ -155,14 +217,15 @@ class Deletion(_CurveMetric):
     name, direction, category = "deletion", "lower", "faithfulness"
 
     def score(self, batch: Batch) -> Tensor:
-        return trapezoid(self.deletion_curve(batch))
+        return self.deletion_area(batch)
 
 
 @register
-class Insertion(_CurveMetric):
+class Insertion(_AreaMetric):
     """Insertion AUC (RISE, sec. 4.1): start from the image blurred by a Gaussian (kernel 11, σ = 5,
     RISE's ``gkern(11, 5)``; :func:`rise_blur`) and copy in the top-ranked pixels ``steps`` at a time;
     the area under the target-probability curve, x-axis normalised to ``[0, 1]``. Higher is better.
+    SAMP's protocol is a choice of parameters (:class:`_AreaMetric`).
 
     torchvision's blur pads by reflection; RISE's convolution zero-pads (darker borders). The
     baseline is not used (the start is the blurred image); it is a parameter so that Insertion and
@@ -173,17 +236,18 @@ class Insertion(_CurveMetric):
     needs = frozenset({Need.MODEL})
 
     def score(self, batch: Batch) -> Tensor:
-        return trapezoid(self.insertion_curve(batch))
+        return self.insertion_area(batch)
 
 
 @register
-class InsertionMinusDeletion(_CurveMetric):
-    """Insertion AUC − Deletion AUC (the paper's Table 12 summary of both RISE curves). Higher is better."""
+class InsertionMinusDeletion(_AreaMetric):
+    """Insertion AUC − Deletion AUC (the paper's Table 12 summary of both RISE curves), each by the same
+    protocol (:class:`_AreaMetric`). Higher is better."""
 
     name, direction, category = "insertion_minus_deletion", "higher", "faithfulness"
 
     def score(self, batch: Batch) -> Tensor:
-        return trapezoid(self.insertion_curve(batch)) - trapezoid(self.deletion_curve(batch))
+        return self.insertion_area(batch) - self.deletion_area(batch)
 
 
 @register
