@@ -97,7 +97,8 @@ def run(spec, out, address, paths, settings, report) -> None:
     \b
     Presets: demo (offline, a few minutes on a laptop), fine_grained_40, imagenet, coco_localization,
     cifar10_infidelity; Opti-CAM's opticam_imagenet_cnn, opticam_imagenet_vit, opticam_imagenet_faithfulness,
-    opticam_localization, opticam_ablation; voc_pointing_game. Rerunning the same command resumes: finished cells and shards are skipped.
+    opticam_localization, opticam_ablation; voc_pointing_game; IDGI's idgi_imagenet, idgi_steps; SAMP's
+    samp_imagenet, samp_ablation. Rerunning the same command resumes: finished cells and shards are skipped.
     """
     import logging
 
