@@ -171,3 +171,44 @@ def test_pool_is_not_degenerate_for_a_random_conv_net(pool200):
     one_photo = features(Image.open(io.BytesIO(demo.reference_crop(clock, 0, label, k))).convert("RGB")
                          for k in range(200))
     assert rank(one_photo) < 64
+
+
+def test_the_demo_fits_expected_gradcam_at_full_rank(tmp_path):
+    """The offline demo's reference pool gives rank(M̂) = K = 1280, and Expected Grad-CAM's map is nonzero on
+    every demo image (the regime of App. B, not a rank-4 fit to three photos): the job's stages in this process."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from jobs.evaluate import ReferenceFeaturizer, evaluate_in_process, features_by_pool, row_scores, supplied
+    from jobs.plan import REFERENCE_COLUMNS, plan_cells, regime_warnings
+    from jobs.spec import load_spec
+    from storage.files import resolve
+    from storage.results import RunStore
+
+    spec = load_spec("demo", overrides={"methods": {"expected_gradcam": {}, "gradcam": {}},
+                                        "metrics": {"cam_infidelity": {}, "sparseness": {}}})
+    (plan,) = plan_cells(spec, "demo", str(tmp_path / "run"))
+    assert not regime_warnings([plan])
+    references = plan.references
+    wanted = pa.array(references.ids)
+    parts = [pq.read_table(resolve(f)[1], columns=REFERENCE_COLUMNS) for f in references.files.values()]
+    rows = pa.concat_tables([t.filter(pc.is_in(t.column("image_id"), value_set=wanted)) for t in parts])
+    featurizer = ReferenceFeaturizer(plan)
+    table = pa.concat_tables([featurizer(rows.slice(start, 64)) for start in range(0, rows.num_rows, 64)])
+    pool_of = {i: pool for pool, ids in references.pools.items() for i in ids}
+    table = table.append_column("pool", pa.array([pool_of[i] for i in table.column("image_id").to_pylist()]))
+    RunStore(plan.location).write_reference_features(plan.dataset, plan.architecture, table)
+    features = features_by_pool(table)
+    method = supplied(plan.methods["expected_gradcam"], features, plan.model.preprocessing.black)
+    diagnostics = method.fit_diagnostics(features["fit"].shape[1])
+    assert diagnostics.rank == diagnostics.channels == 1280 and diagnostics.full_rank
+    assert diagnostics.references == 1536 and diagnostics.perturbations == 2560
+    output = evaluate_in_process(plan)
+    maps = {r["image_id"]: np.frombuffer(r["map"], dtype="<f4") for r in output.to_pylist()
+            if r["method"] == "expected_gradcam"}
+    assert len(maps) == 4 and all(np.maximum(m, 0).max() > 0 for m in maps.values())
+    # on Lite0's pooled linear head g is affine: the full-rank weights fit held-out perturbations too
+    values = row_scores(output)
+    for image in maps:
+        assert values[(image, "expected_gradcam", "cam_infidelity")] < values[(image, "gradcam", "cam_infidelity")]

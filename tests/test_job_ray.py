@@ -266,7 +266,8 @@ def test_a_batch_that_kills_its_worker_every_time_fails_the_cell_naming_its_imag
     from job_faults import KillsOnImageEvaluator
 
     lines: list[str] = []
-    spec = grid_spec(manifest, resources={"retries": 1, "no_progress_timeout_s": 300})
+    spec = grid_spec(manifest, methods={"gradcam": {}}, metrics={"sparseness": {}},
+                     resources={"retries": 1, "no_progress_timeout_s": 300})
     (plan,) = plan_cells(parse_spec(spec, "s.yaml"), "r")
     poisoned = min(plan.images[min(plan.images)])
     with pytest.raises(GridFailedError, match=f"a worker stopped on images .*{poisoned}"):
@@ -342,32 +343,3 @@ def test_the_demo_preset_is_what_camgrid_run_runs_by_default():
     assert bad.exit_code != 0 and "no grid spec file 'no-such-preset' and no preset" in bad.output
     config = demo.to_dict()  # the run record's config is plain data
     assert yaml.safe_load(yaml.safe_dump(config)) == config and config["samples"] == demo.samples
-
-
-def test_the_demo_runs_expected_gradcam_at_full_rank(state, tmp_path):
-    """The offline demo's reference pool gives rank(M̂) = K = 1280, and Expected Grad-CAM's map is
-    nonzero on every demo image (the regime of App. B, not a rank-4 fit to three photos)."""
-    import torch
-
-    spec = load_spec("demo", overrides={
-        "methods": {"expected_gradcam": {}, "gradcam": {}},
-        "metrics": {"cam_infidelity": {}, "sparseness": {}},
-    })
-    lines: list[str] = []
-    run_grid(spec, tmp_path / "demo", echo=lines.append)
-    store = RunStore(str(tmp_path / "demo"))
-    (cell,) = store.read_record().cells
-    diagnostics = cell.diagnostics["expected_gradcam"]
-    assert diagnostics["rank"] == diagnostics["channels"] == 1280 and diagnostics["full_rank"] is True
-    assert diagnostics["references"] == 1536 and diagnostics["perturbations"] == 2560
-    assert not any(line.startswith("warning:") for line in lines)
-    assert any("expected_gradcam: M = 2560, K = 1280, R = 1536" in line and "1280/1280" in line for line in lines)
-    _, maps = store.maps(dataset="demo", architecture="efficientnet_lite0", method="expected_gradcam")
-    assert len(maps) == 4 and (torch.relu(maps).amax(dim=(1, 2)) > 0).all()
-    # on Lite0's pooled linear head g is affine: the full-rank weights fit held-out perturbations too
-    frame = scores(tmp_path / "demo").filter(pl.col("metric") == "cam_infidelity")
-    by = {(r["method"], r["image_id"]): r["value"] for r in frame.iter_rows(named=True)}
-    for (method, image), value in by.items():
-        if method == "expected_gradcam":
-            assert value < by[("gradcam", image)]
-
