@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Integral, Real
 
-__all__ = ["integer", "non_negative", "number", "positive"]
+__all__ = ["check_black", "choice", "integer", "non_negative", "number", "positive"]
 
 
 def integer(name: str, value: object, low: int | None = None, *, optional: bool = False) -> int | None:
@@ -40,3 +41,20 @@ def positive(name: str, value: object) -> float:
 def non_negative(name: str, value: object) -> float:
     """``value`` as a finite ``float ≥ 0``."""
     return number(name, value, 0)
+
+
+def choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` naming the parameter and the choices."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return str(value)
+
+
+def check_black(black: Sequence[float] | None) -> tuple[float, ...] | None:
+    """The model's black image, one finite number per channel, or ``None``."""
+    if black is None:
+        return None
+    ok = isinstance(black, Sequence) and not isinstance(black, str) and len(black) > 0
+    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in black):
+        raise ValueError(f"black must be one finite number per image channel (−mean/std); got {black!r}")
+    return tuple(float(v) for v in black)

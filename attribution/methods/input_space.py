@@ -11,7 +11,6 @@ default (``score="probability"``) or its logit; the baseline ``"black"`` is the 
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -21,31 +20,14 @@ from torch import Tensor
 
 from attribution.methods.base import Attribution, CAMMethod, Seeds, Targets, forward_pass
 from attribution.needs import Need
-from attribution.params import integer
+from attribution.params import check_black, choice, integer
 from attribution.split import LayerSplit
 
-__all__ = ["InputSpaceMethod", "Model", "Score", "check_black", "choice"]
+__all__ = ["InputSpaceMethod", "Model", "Score"]
 
 Score = Literal["probability", "logit"]
 Model = Callable[[Tensor], Tensor]  # images (N, C, H, W) → logits (N, classes)
 SCORES: tuple[Score, ...] = ("probability", "logit")
-
-
-def choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    """``value`` if it is one of ``allowed``, else a ``ValueError`` naming the parameter and the choices."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-    return str(value)
-
-
-def check_black(black: Sequence[float] | None) -> tuple[float, ...] | None:
-    """The model's black image, one finite number per channel, or ``None``."""
-    if black is None:
-        return None
-    ok = isinstance(black, Sequence) and not isinstance(black, str) and len(black) > 0
-    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in black):
-        raise ValueError(f"black must be one finite number per image channel (−mean/std); got {black!r}")
-    return tuple(float(v) for v in black)
 
 
 class InputSpaceMethod(CAMMethod):

@@ -15,7 +15,6 @@ top-left pixel: it scores near-perfect Average Drop and Increase while explainin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -36,7 +35,7 @@ from attribution.methods.base import (
 from attribution.methods.registry import register
 from attribution.needs import Need
 from attribution.numerics import safe_divide
-from attribution.params import integer, non_negative, positive
+from attribution.params import check_black, choice, integer, non_negative, positive
 from attribution.postprocess import mask_images, minmax_normalize, upsample
 from attribution.split import LayerSplit
 
@@ -54,25 +53,10 @@ SELECTORS: tuple[Selector, ...] = ("logit", "probability")
 MASK_SPACES: tuple[MaskSpace, ...] = ("pixel", "normalized")
 
 
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-    return str(value)
-
-
-def _black(black: Sequence[float] | None) -> tuple[float, ...] | None:
-    if black is None:
-        return None
-    ok = isinstance(black, Sequence) and not isinstance(black, str) and len(black) > 0
-    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in black):
-        raise ValueError(f"black must be one finite number per image channel (−mean/std); got {black!r}")
-    return tuple(float(v) for v in black)
-
-
 def normalize(maps: Tensor, normalization: Normalization) -> Tensor:
     """``n`` of each map over its last two axes: range (eq. 16) ``(A − min A)/(max A − min A)``, max (eq. 17)
     ``A / max A`` or sigmoid (eq. 18) ``1/(1 + e^{−a_ij})``. A zero range or maximum gives a zero map."""
-    if _choice("normalization", normalization, NORMALIZATIONS) == "range":
+    if choice("normalization", normalization, NORMALIZATIONS) == "range":
         return minmax_normalize(maps)
     if normalization == "max":
         return safe_divide(maps, maps.amax(dim=(-2, -1), keepdim=True))
@@ -177,11 +161,11 @@ class OptiCAM(WeightedCAM):
         self.iterations = integer("iterations", iterations, 0)
         self.lr = positive("lr", lr)
         self.tolerance = non_negative("tolerance", tolerance)
-        self.normalization = _choice("normalization", normalization, NORMALIZATIONS)
-        self.objective = _choice("objective", objective, OBJECTIVES)
-        self.selector = _choice("selector", selector, SELECTORS)
-        self.mask_space = _choice("mask_space", mask_space, MASK_SPACES)
-        self.black = _black(black)
+        self.normalization = choice("normalization", normalization, NORMALIZATIONS)
+        self.objective = choice("objective", objective, OBJECTIVES)
+        self.selector = choice("selector", selector, SELECTORS)
+        self.mask_space = choice("mask_space", mask_space, MASK_SPACES)
+        self.black = check_black(black)
 
     @property
     def needs(self) -> frozenset[Need]:

@@ -44,9 +44,9 @@ from torch import Tensor
 
 from attribution.blur import rise_blur
 from attribution.methods.base import Seeds, sample_generators
-from attribution.methods.input_space import InputSpaceMethod, Model, Score, choice
+from attribution.methods.input_space import InputSpaceMethod, Model, Score
 from attribution.methods.registry import register
-from attribution.params import integer, number, positive
+from attribution.params import choice, integer, number, positive
 
 __all__ = ["SAMP", "Path", "SAMPPlusPlus"]
 
