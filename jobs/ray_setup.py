@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 import re
 import socket
 from dataclasses import dataclass
@@ -149,13 +150,15 @@ def mapped(files: list[str], columns: list[str], wanted: list[str], batch_size: 
         .select_columns(columns)  # pushed down into the read
         .filter(expr=col("image_id").is_in(wanted))
     )
-    return read.repartition(target_num_rows_per_block=batch_size).map_batches(
-        callable_class,
-        fn_constructor_kwargs={"plan": plan.for_actors(), "torch_threads": place.torch_threads},
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        zero_copy_batch=True,
-        compute=ActorPoolStrategy(size=place.actors_per_cell),
-        max_restarts=0,  # a dead actor fails the attempt: the cell's retries resume it, a batch that kills its
-        **place.actor_resources(),  # worker every time fails the cell in `retries` attempts, naming the images
-    )
+    with warnings.catch_warnings():  # Ray 2.60 deprecates max_restarts as a keyword and names no parameter for it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return read.repartition(target_num_rows_per_block=batch_size).map_batches(
+            callable_class,
+            fn_constructor_kwargs={"plan": plan.for_actors(), "torch_threads": place.torch_threads},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            zero_copy_batch=True,
+            compute=ActorPoolStrategy(size=place.actors_per_cell),
+            max_restarts=0,  # a dead actor fails the attempt: the cell's retries resume it, a batch that kills its
+            **place.actor_resources(),  # worker every time fails the cell in `retries` attempts, naming the images
+        )

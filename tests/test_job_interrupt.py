@@ -95,5 +95,5 @@ def test_a_run_prints_camgrids_lines_and_none_of_rays(manifest, tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "finished in" in output
-    for noise in ("WARNING", "core_worker", "Progress bars", "Token authentication", "Traceback"):
+    for noise in ("WARNING", "Warning", "core_worker", "Progress bars", "Token authentication", "Traceback"):
         assert noise not in output, (noise, output)
