@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 import re
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
