@@ -2,7 +2,9 @@
 
 Rows arrive in whatever order and grouping Ray Data produces; a retried task may deliver the
 same (image, method) twice. Rows are keyed by (shard, image, method), so a repeat replaces its
-twin (results are deterministic) and nothing is counted twice. When a shard holds every expected
+twin (results are deterministic) and nothing is counted twice. An image the actor could not read
+(it cannot be decoded, its mask does not fit it) comes as one ``skipped`` row with the reason: the
+shard is complete without its rows, and the reason is written with the shard. When a shard holds every expected
 (image, method), its pooled metrics (Sufficiency: the pool is the shard) are computed, and its
 saliency and score parts are written atomically through :class:`storage.results.RunStore` — one
 file per (cell, shard), replaced, never appended. A shard that is still incomplete when the
@@ -25,7 +27,7 @@ from evaluation import Batch
 from jobs.evaluate import pooled_metrics
 from jobs.plan import CellPlan
 from storage.files import resolve
-from storage.results import SCORES_SCHEMA, RunStore, saliency_table
+from storage.results import SALIENCY_SCHEMA, SCORES_SCHEMA, RunStore, saliency_table
 
 __all__ = ["ShardAssembler"]
 
@@ -38,6 +40,7 @@ class ShardAssembler:
     plan: CellPlan
     pending: set[int]  # shards still to write in this attempt
     rows: dict[int, dict[tuple[str, str], dict]] = field(default_factory=dict)
+    skipped: dict[int, dict[str, str]] = field(default_factory=dict)  # shard → image id → why it was not evaluated
     written: list[int] = field(default_factory=list)
     images_done: int = 0  # images with every method's row in, written or not
     maps_done: int = 0  # (image, method) rows in, written or not
@@ -50,6 +53,7 @@ class ShardAssembler:
         self.rectified = {name: type(entry.create()).rectified for name, entry in self.plan.methods.items()}
         self._per_image: dict[tuple[int, str], int] = {}
         self._shard_boxes: dict[int, dict[str, torch.Tensor]] = {}
+        self._reported: set[str] = set()
 
     def add(self, batch: pa.Table) -> list[int]:
         """Take a batch of output rows; returns the shards this completed and wrote."""
@@ -63,24 +67,42 @@ class ShardAssembler:
             if shard not in self.pending:  # a retried task repeating rows of a shard already written
                 continue
             rows = self.rows.setdefault(shard, {})
-            key = (row["image_id"], row["method"])
-            if key not in rows:  # a retried task's repeat replaces its twin without counting twice
-                self.maps_done += 1
-                self._per_image[(shard, row["image_id"])] = self._per_image.get((shard, row["image_id"]), 0) + 1
-                self.images_done += self._per_image[(shard, row["image_id"])] == len(self.methods)
-            rows[key] = row
-            if len(self.rows[shard]) == len(self.plan.images[shard]) * len(self.methods):
+            if row["skipped"] is not None:
+                skipped = self.skipped.setdefault(shard, {})
+                if row["image_id"] not in skipped:
+                    skipped[row["image_id"]] = row["skipped"]
+                    self.images_done += 1
+                    self.maps_done += len(self.methods)
+            else:
+                key = (row["image_id"], row["method"])
+                if key not in rows:  # a retried task's repeat replaces its twin without counting twice
+                    self.maps_done += 1
+                    self._per_image[(shard, row["image_id"])] = self._per_image.get((shard, row["image_id"]), 0) + 1
+                    self.images_done += self._per_image[(shard, row["image_id"])] == len(self.methods)
+                rows[key] = row
+            evaluated = len(self.plan.images[shard]) - len(self.skipped.get(shard, {}))
+            if len(rows) == evaluated * len(self.methods) and shard not in finished:
                 finished.append(shard)
         for shard in finished:
             self._write(shard)
         return finished
 
+    def new_skips(self) -> list[tuple[str, str]]:
+        """``(image id, reason)`` of the skipped images that came in since the last call."""
+        news = [(i, reason) for skipped in self.skipped.values() for i, reason in skipped.items()
+                if i not in self._reported]
+        self._reported.update(i for i, _ in news)
+        return news
+
     def _write(self, shard: int) -> None:
         start = time.perf_counter()
         rows = self.rows.pop(shard)
-        ids = list(self.plan.images[shard])
+        skipped = self.skipped.get(shard, {})
+        ids = [image_id for image_id in self.plan.images[shard] if image_id not in skipped]
         saliency, scores = [], []
         for method in self.methods:
+            if not ids:
+                break
             group = [rows[(image_id, method)] for image_id in ids]
             height, width = group[0]["map_height"], group[0]["map_width"]
             maps = np.stack([np.frombuffer(r["map"], dtype="<f4").reshape(height, width) for r in group])
@@ -105,8 +127,9 @@ class ShardAssembler:
                 pa.table({"run": [self.plan.run] * count, "method": [method] * count, **columns}, schema=SCORES_SCHEMA)
             )
         self.bytes_written += self.store.write_shard(
-            self.plan.dataset, self.plan.architecture, shard, pa.concat_tables(saliency), pa.concat_tables(scores)
-        )
+            self.plan.dataset, self.plan.architecture, shard,
+            pa.concat_tables(saliency) if saliency else SALIENCY_SCHEMA.empty_table(),
+            pa.concat_tables(scores) if scores else SCORES_SCHEMA.empty_table(), skipped)
         self.pending.discard(shard)
         self.written.append(shard)
         self.write_seconds += time.perf_counter() - start

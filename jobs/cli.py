@@ -12,6 +12,7 @@ import yaml
 
 from attribution.methods import method_names
 from attribution.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, load_model
+from jobs.run_log import log_path, run_log
 
 
 @click.group()
@@ -91,7 +92,9 @@ def _device(name: str | None) -> str:
               help="change a spec field before validation (YAML value), e.g. --set samples=50 "
                    "--set methods.opticam.iterations=20")
 @click.option("--report/--no-report", default=True, show_default=True, help="write the rank tables when done")
-def run(spec, out, address, paths, settings, report) -> None:
+@click.option("--verbose", is_flag=True, help="show Ray's own warnings on the console too (they always go to the "
+                                              "run's camgrid.log)")
+def run(spec, out, address, paths, settings, report, verbose) -> None:
     """Run (or resume) the grid SPEC: a preset name or a YAML file.
 
     \b
@@ -110,15 +113,22 @@ def run(spec, out, address, paths, settings, report) -> None:
     try:
         changes = {key: _setting(value) for key, value in _pairs(settings, "--set").items()}
         grid = load_spec(spec, _pairs(paths, "--path"), changes)
-        location = out or grid.output.format(name=grid.name)
-        summary = run_grid(grid, location, address=address, echo=click.echo)
-    except GridInterruptedError as err:  # a thread still inside Ray would hold the interpreter's exit
-        click.echo(f"Error: {err}", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-    except (SpecError, FileNotFoundError, ValueError, ConnectionError, GridFailedError, RunInUseError) as err:
+    except (SpecError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
+    location = out or grid.output.format(name=grid.name)
+    with run_log(log_path(location, grid.name), verbose) as log:
+        try:
+            summary = run_grid(grid, location, address=address, echo=click.echo, live=sys.stdout.isatty())
+        except GridInterruptedError as err:  # a thread still inside Ray would hold the interpreter's exit
+            click.echo(f"Error: {err}", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        except RunInUseError as err:
+            raise click.ClickException(str(err)) from err
+        except (SpecError, FileNotFoundError, ValueError, ConnectionError, GridFailedError, OSError) as err:
+            logging.getLogger("camgrid").error("the run stopped", exc_info=err)
+            raise click.ClickException(f"{err} (details: {log.baseFilename})") from err
     click.echo(f"run {summary.run} finished in {summary.seconds:.1f} s → {summary.location}")
     if report and "://" not in summary.location:
         from jobs.overlays import write_overlays

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -44,8 +44,8 @@ from evaluation import Batch, Metric
 from jobs.plan import IMAGE_COLUMNS, CellPlan, ReferencePlan, image_seed
 from jobs.spec import ComponentSpec, Target
 from storage.files import resolve
-from storage.manifest import decode_image, ground_truth_mask
-from storage.results import ROWS_SCHEMA, RunStore
+from storage.manifest import CorruptImageError, decode_image, ground_truth_mask
+from storage.results import ROWS_SCHEMA, InFlight, RunStore
 
 __all__ = ["CellEvaluator", "ReferenceFeaturizer", "check_reference_features", "evaluate_in_process",
            "features_by_pool", "pooled_metrics", "row_scores", "supplied"]
@@ -159,22 +159,35 @@ class CellEvaluator:
 
     # -- one batch ------------------------------------------------------------------------------------
 
-    def _decode(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, list[torch.Tensor | None],
-                                                          tuple[torch.Tensor, ...]]:
-        """The batch's images, ground-truth masks (``None`` where a row has none) and boxes (``(n, 4)``, maybe
-        ``n = 0``), all through the model's preprocessing."""
+    def _decode(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], torch.Tensor | None,
+                                                          list[torch.Tensor | None], tuple[torch.Tensor, ...],
+                                                          dict[str, str]]:
+        """The batch's rows that can be read, their images, ground-truth masks (``None`` where a row has none) and
+        boxes (``(n, 4)``, maybe ``n = 0``), all through the model's preprocessing; and, per image id, why each
+        other row cannot be read (its image or mask cannot be decoded or is missing, its mask has another size)."""
         preprocessing = self.loaded.preprocessing
-        decoded = [decode_image(row) for row in rows]
-        images = torch.stack([preprocessing(image) for image in decoded]).to(self.device)
-        masks = [ground_truth_mask(row) for row in rows]
-        for row, image, mask in zip(rows, decoded, masks):
-            if mask is not None and mask.shape != (image.height, image.width):
-                raise ValueError(f"cell {self.plan.name}: the mask of image {row['image_id']!r} is "
-                                 f"{mask.shape[1]}×{mask.shape[0]} but the image is {image.width}×{image.height}; "
-                                 "rebuild the manifest (camgrid manifest build checks them)")
+        kept, images, masks, skipped = [], [], [], {}
+        for row in rows:
+            try:
+                image, mask = decode_image(row), ground_truth_mask(row)
+                if mask is not None and mask.shape != (image.height, image.width):
+                    raise CorruptImageError(f"the mask of image {row['image_id']!r} is {mask.shape[1]}×{mask.shape[0]}"
+                                            f" but the image is {image.width}×{image.height}")
+            except (CorruptImageError, FileNotFoundError) as err:
+                skipped[row["image_id"]] = str(err)
+                continue
+            kept.append(row)
+            images.append(preprocessing(image))
+            masks.append(None if mask is None else preprocessing.mask(mask).to(self.device))
         boxes = tuple(preprocessing.boxes([[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] for b in row["boxes"] or []],
-                                          row["width"], row["height"]).to(self.device) for row in rows)
-        return images, [None if m is None else preprocessing.mask(m).to(self.device) for m in masks], boxes
+                                          row["width"], row["height"]).to(self.device) for row in kept)
+        return kept, torch.stack(images).to(self.device) if images else None, masks, boxes, skipped
+
+    def _skipped_rows(self, rows: list[dict[str, Any]], skipped: Mapping[str, str]) -> pa.Table:
+        """One output row per image that cannot be evaluated: its id, shard and why."""
+        return pa.Table.from_pylist([{"image_id": row["image_id"], "shard": row["shard"],
+                                      "skipped": skipped[row["image_id"]]}
+                                     for row in rows if row["image_id"] in skipped], schema=ROWS_SCHEMA)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         """The batch's output rows, one table per method as each method finishes (so progress moves within
@@ -183,13 +196,18 @@ class CellEvaluator:
         ids = [row["image_id"] for row in rows]
         store = RunStore(self.plan.location) if self.plan.location else None
         if store is None:
-            yield from self._evaluate(rows, ids)
+            yield from self._evaluate(rows, ids, lambda method, done: None)
             return
-        # a crash of this process (killed, out of memory) leaves the ids for the driver to name; an exception
-        # names them itself
-        store.mark_in_flight(self.plan.dataset, self.plan.architecture, self.worker, ids)
+
+        # the batch's record tells the driver which method is being computed (Ray Data returns a batch's rows
+        # only when the whole batch is done), and a crash of this process (killed, out of memory) leaves the ids
+        # for the driver to name; an exception names them itself
+        def mark(method: str | None, done: int) -> None:
+            store.mark_in_flight(self.plan.dataset, self.plan.architecture, self.worker,
+                                 InFlight(tuple(ids), method, done))
+
         try:
-            yield from self._evaluate(rows, ids)
+            yield from self._evaluate(rows, ids, mark)
         finally:
             store.clear_in_flight(self.plan.dataset, self.plan.architecture, self.worker)
 
@@ -198,8 +216,15 @@ class CellEvaluator:
         """This process as ``host-pid``."""
         return f"{socket.gethostname()}-{os.getpid()}"
 
-    def _evaluate(self, rows: list[dict[str, Any]], ids: list[str]) -> Iterator[pa.Table]:
-        images, masks, boxes = self._decode(rows)
+    def _evaluate(self, rows: list[dict[str, Any]], ids: list[str],
+                  mark: Callable[[str | None, int], None]) -> Iterator[pa.Table]:
+        mark(None, 0)
+        readable, images, masks, boxes, skipped = self._decode(rows)
+        if skipped:
+            yield self._skipped_rows(rows, skipped)
+        if images is None:
+            return
+        rows, ids = readable, [row["image_id"] for row in readable]
         seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
         with torch.no_grad():
             predicted = self.loaded.model(images).argmax(dim=1)
@@ -209,7 +234,8 @@ class CellEvaluator:
                       for kind in kinds}
         targets = targets_of[self.plan.target]
         target_list = targets.tolist()
-        for name, bound in self.bound.items():
+        for done, (name, bound) in enumerate(self.bound.items()):
+            mark(name, done)
             start = time.perf_counter()
             attribution = self._attribute(name, bound, images, targets, seeds, ids)
             seconds = (time.perf_counter() - start) / len(rows)

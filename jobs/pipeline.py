@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import polars as pl
 import pyarrow as pa
 import torch
 
@@ -49,6 +50,8 @@ from storage.record import CellMarker, CellRecord, ModelRecord, ReferenceRecord,
 from storage.results import RunStore
 
 __all__ = ["RunSummary", "GridFailedError", "run_grid"]
+
+LOG = logging.getLogger("camgrid.job")
 
 
 class GridFailedError(RuntimeError):
@@ -162,7 +165,8 @@ def _root_cause(err: BaseException) -> str:
 
 def _stranded(store: RunStore, plan: CellPlan) -> str:
     """The images a crashed worker of the cell was on (its batch never returned), as a clause for the error."""
-    stranded = sorted({i for ids in store.in_flight(plan.dataset, plan.architecture).values() for i in ids})
+    batches = store.in_flight(plan.dataset, plan.architecture).values()
+    stranded = sorted({i for batch in batches for i in batch.images})
     if not stranded:
         return ""
     listed = ", ".join(stranded[:8]) + (f", … ({len(stranded)} in all)" if len(stranded) > 8 else "")
@@ -214,14 +218,17 @@ def _run_cell(
         if not pending:
             break
         cell.attempts, cell.status = attempt + 1, "running"
-        progress.update(cell, force=True)
+        if diagnostics is not None or plan.references is None:
+            progress.update(cell, force=True)
         assembler = ShardAssembler(store, plan, set(pending))
         written_before = sum(len(plan.images[s]) for s in written)
         store.clear_in_flight(plan.dataset, plan.architecture)
         try:
             if diagnostics is None:
+                cell.status = "reference features"
                 diagnostics = _reference_stage(store, plan, place, featurizer, progress)
                 _record_diagnostics(store, plan, diagnostics, progress)
+                cell.status = "running"
             # prefetch_batches=0: by default the iterator holds each batch back until the next one is
             # ready, so with minutes per batch the progress (and the shard writes) would lag a batch behind
             batches = _cell_dataset(plan, pending, place, evaluator).iter_batches(
@@ -231,8 +238,11 @@ def _run_cell(
                 if stop.is_set():
                     raise _Stopped
                 wrote = assembler.add(batch)
+                for image_id, reason in assembler.new_skips():
+                    progress.echo(f"[{plan.name}] skipped image {image_id!r}: {reason}")
                 cell.done = written_before + assembler.images_done
-                cell.maps_done = written_before * cell.methods + assembler.maps_done
+                cell.maps_delivered = written_before * cell.methods + assembler.maps_done
+                cell.maps_done = max(cell.maps_done, cell.maps_delivered)
                 progress.update(cell, force=bool(wrote))
         except _Stopped:
             cell.error = "interrupted"
@@ -241,6 +251,7 @@ def _run_cell(
                 cell.error = "interrupted"
                 continue
             cell.error = _root_cause(err) + _stranded(store, plan)
+            LOG.error("cell %s, attempt %d of %d failed", plan.name, attempt + 1, retries + 1, exc_info=err)
             progress.echo(
                 f"[{plan.name}] attempt {attempt + 1} failed: {cell.error}"
                 + ("; resuming" if attempt < retries else "")
@@ -248,7 +259,8 @@ def _run_cell(
         finally:
             written.update(assembler.written)
             cell.done = sum(len(plan.images[s]) for s in written)
-            cell.maps_done = cell.done * cell.methods
+            cell.maps_done = cell.maps_delivered = cell.done * cell.methods
+            cell.computing = ()
             stats["bytes"] += assembler.bytes_written
             stats["write_seconds"] += assembler.write_seconds
     missing = sorted(set(plan.images) - store.done_shards(plan.dataset, plan.architecture))
@@ -257,9 +269,11 @@ def _run_cell(
         cell.status = f"failed ({len(missing)} shards missing)"
         progress.update(cell, force=True)
         return cell
-    cell.status, cell.error = "done", None
+    skipped = store.skipped_images().filter((pl.col("dataset") == plan.dataset)
+                                            & (pl.col("architecture") == plan.architecture)).height
+    cell.status, cell.error = ("done" if not skipped else f"done ({skipped} image{'s' * (skipped > 1)} skipped)"), None
     store.mark_cell_done(plan.dataset, plan.architecture, CellMarker(
-        images=plan.total, shards=sorted(plan.images), seconds=cell.elapsed, attempts=cell.attempts,
+        images=plan.total, shards=sorted(plan.images), skipped=skipped, seconds=cell.elapsed, attempts=cell.attempts,
         bytes_written=stats["bytes"], write_seconds=stats["write_seconds"], placement=asdict(place),
         diagnostics={name: diag.to_dict() for name, diag in (diagnostics or {}).items()}))
     progress.update(cell, force=True)
@@ -322,6 +336,7 @@ def run_grid(
     *,
     address: str | None = None,
     echo: Callable[[str], None] = print,
+    live: bool = False,
     num_cpus: int | None = None,
     evaluator: type[CellEvaluator] = CellEvaluator,
     featurizer: type[ReferenceFeaturizer] = ReferenceFeaturizer,
@@ -329,6 +344,8 @@ def run_grid(
     """Run (or resume) every cell of ``spec`` into the run directory ``out``.
 
     ``address``: a running Ray cluster (default: Ray embedded here, with ``num_cpus`` logical CPUs).
+    ``echo`` receives the console's lines; ``live``: a progress bar per cell on the terminal instead of
+    progress lines (:class:`jobs.progress.GridProgress`).
     ``evaluator``: the callable class the actors run per batch (a subclass of :class:`CellEvaluator`
     to customise or instrument it; it must be importable by the workers); ``featurizer`` likewise
     for the reference-feature stage.
@@ -339,10 +356,10 @@ def run_grid(
     """
     store = RunStore(os.fspath(out))
     with store.lock():
-        return _run_locked(spec, store, address, echo, num_cpus, evaluator, featurizer)
+        return _run_locked(spec, store, address, echo, live, num_cpus, evaluator, featurizer)
 
 
-def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Callable[[str], None],
+def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Callable[[str], None], live: bool,
                 num_cpus: int | None, evaluator: type[CellEvaluator],
                 featurizer: type[ReferenceFeaturizer]) -> RunSummary:
     import ray
@@ -367,8 +384,11 @@ def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Call
         f"placement: {place.concurrent_cells} cell(s) at once, {place.actors_per_cell} actor(s) per cell, "
         f"{per_actor} per actor"
     )
-    progress = GridProgress(echo)
-    cells = _run_cells(store, plans, place, spec.resources.retries, progress, evaluator, featurizer, echo)
+    progress = GridProgress(echo, live=live)
+    try:
+        cells = _run_cells(store, plans, place, spec.resources.retries, progress, evaluator, featurizer)
+    finally:
+        progress.close()
     summary = RunSummary(run, store.location, {c.name: c for c in cells}, time.perf_counter() - started, timings)
     echo(progress.summary())
     failed = [c for c in cells if not c.status.startswith("done")]
@@ -379,6 +399,20 @@ def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Call
             + f". Results so far are in {store.location}; rerun the same command to resume."
         )
     return summary
+
+
+def _poll_workers(store: RunStore, plans: list[CellPlan], progress: GridProgress) -> None:
+    """Progress within the batches of running cells, from their workers' in-flight records: the methods being
+    computed and the maps finished (Ray Data hands the driver a batch's rows only when the whole batch is done)."""
+    for plan in plans:
+        cell = progress.cells.get(plan.name)
+        if cell is None or cell.status != "running":
+            continue
+        delivered = cell.maps_delivered  # read first: a batch delivered after this has already left the records
+        batches = store.in_flight(plan.dataset, plan.architecture).values()
+        cell.computing = tuple(sorted({batch.method for batch in batches if batch.method is not None}))
+        cell.maps_done = max(cell.maps_done, delivered + sum(b.methods_done * len(b.images) for b in batches))
+        progress.update(cell)
 
 
 INTERRUPT_GRACE_S = 30.0  # how long an interrupted run waits for its cells to stop
@@ -396,8 +430,7 @@ def _quiet_teardown() -> None:
 
 
 def _run_cells(store: RunStore, plans: list[CellPlan], place: Placement, retries: int, progress: GridProgress,
-               evaluator: type[CellEvaluator], featurizer: type[ReferenceFeaturizer],
-               echo: Callable[[str], None]) -> list[CellProgress]:
+               evaluator: type[CellEvaluator], featurizer: type[ReferenceFeaturizer]) -> list[CellProgress]:
     """Every cell in a pool of ``concurrent_cells`` threads. Ctrl-C stops them: the cells stop taking
     batches, Ray is shut down under the ones that wait, and :class:`GridInterruptedError` says what stays."""
     import ray
@@ -406,12 +439,16 @@ def _run_cells(store: RunStore, plans: list[CellPlan], place: Placement, retries
     pool = ThreadPoolExecutor(max_workers=place.concurrent_cells, thread_name_prefix="camgrid-cell")
     futures = [pool.submit(_run_cell, store, p, place, retries, progress, evaluator, featurizer, stop) for p in plans]
     try:
-        pending = set(futures)
+        pending, polled = set(futures), time.perf_counter()
         while pending:  # in short waits: a signal is handled only when the main thread runs Python code
             _, pending = wait(pending, timeout=0.5)
+            if time.perf_counter() - polled >= progress.min_interval_s:
+                _poll_workers(store, plans, progress)
+                polled = time.perf_counter()
     except KeyboardInterrupt:
         stop.set()
-        echo("interrupted: stopping the cells (Ctrl-C again to abort at once); every shard written so far stays")
+        progress.echo("interrupted: stopping the cells (Ctrl-C again to abort at once); "
+                      "every shard written so far stays")
         for future in futures:
             future.cancel()
         _quiet_teardown()

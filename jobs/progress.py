@@ -1,11 +1,20 @@
-"""Progress of a running grid: a line per cell (images done / total, images/s, ETA) and a final summary."""
+"""Progress of a running grid: per cell, images done / total, the method being computed, images/s and ETA.
+
+On a terminal each cell has a live bar (tqdm) and messages print above the bars; elsewhere (a log,
+``ray job logs``) each change is a plain line, and a cell whose state has not changed repeats its line
+every ``heartbeat_s`` so a long batch still shows the run is alive.
+"""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
+
+from tqdm import tqdm
 
 __all__ = ["CellProgress", "GridProgress", "format_duration"]
 
@@ -31,38 +40,74 @@ class CellProgress:
     attempts: int = 0
     error: str | None = None
     methods: int = 1  # maps per image
-    maps_done: int = 0  # (image, method) maps finished in this run, of images not yet all done too
+    maps_done: int = 0  # (image, method) maps finished in this run: delivered, or reported by a worker's batch
+    maps_delivered: int = 0  # of which the driver has the rows
+    computing: tuple[str, ...] = ()  # the methods the cell's workers are computing now
 
     @property
     def elapsed(self) -> float:
         return (self.finished or time.perf_counter()) - self.started
 
     @property
+    def images_done(self) -> float:
+        """Images finished in this run, counting an image's maps as they come (a method's share of an image)."""
+        return max(self.done, self.maps_done / self.methods)
+
+    @property
     def rate(self) -> float:
-        """Images per second, counting an image's maps as they come (a method's share of an image)."""
-        done = max(self.done, self.maps_done / self.methods)
-        return done / self.elapsed if self.elapsed > 0 else 0.0
+        """Images per second."""
+        return self.images_done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float:
+        left = self.total - self.images_done - self.skipped
+        return left / self.rate if self.rate > 0 else float("inf")
+
+    def activity(self) -> str:
+        """What the cell is doing, beyond its images done: maps of unfinished images, the methods computed now."""
+        parts = []
+        if self.methods > 1 and self.maps_done > self.done * self.methods:
+            parts.append(f"{self.maps_done}/{(self.total - self.skipped) * self.methods} maps")
+        if self.computing:
+            parts.append("computing " + ", ".join(self.computing))
+        return ", ".join(parts)
+
+    def state(self) -> tuple[object, ...]:
+        """What a new line would tell (time aside)."""
+        return self.done, self.skipped, self.maps_done, self.computing, self.status
 
     def line(self) -> str:
-        done = max(self.done, self.maps_done / self.methods)
-        left = self.total - done - self.skipped
-        eta = left / self.rate if self.rate > 0 else float("inf")
+        activity = self.activity() if self.status == "running" else ""
         resumed = f" ({self.skipped} resumed)" if self.skipped else ""
-        maps = (f" ({self.maps_done}/{(self.total - self.skipped) * self.methods} maps)"
-                if self.status == "running" and self.methods > 1 and self.maps_done > self.done * self.methods else "")
-        tail = f"ETA {format_duration(eta)}" if self.status == "running" else self.status
-        return (f"[{self.name}] {self.done + self.skipped}/{self.total} images{maps}{resumed}  {self.rate:.2f} img/s  "
-                f"{tail}")
+        tail = f"ETA {format_duration(self.eta)}" if self.status == "running" else self.status
+        return (f"[{self.name}] {self.done + self.skipped}/{self.total} images{f' ({activity})' if activity else ''}"
+                f"{resumed}  {self.rate:.2f} img/s  {tail}")
 
 
 class GridProgress:
-    """Thread-safe progress of every cell; ``echo`` receives each line as it changes."""
+    """Thread-safe progress of every cell.
 
-    def __init__(self, echo: Callable[[str], None], min_interval_s: float = 2.0):
-        self.echo, self.min_interval_s = echo, min_interval_s
+    ``echo`` receives each message and, unless ``live``, each cell's line as it changes (at most every
+    ``min_interval_s`` per cell unless forced, and every ``heartbeat_s`` while unchanged). ``live``: a tqdm bar
+    per cell on ``stream`` instead of the cell lines; messages print above the bars.
+    """
+
+    def __init__(self, echo: Callable[[str], None], min_interval_s: float = 2.0, *, heartbeat_s: float = 30.0,
+                 live: bool = False, stream: TextIO | None = None):
+        self._echo, self.min_interval_s, self.heartbeat_s = echo, min_interval_s, heartbeat_s
+        self.live, self.stream = live, stream
         self.cells: dict[str, CellProgress] = {}
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
+        self._bars: dict[str, tqdm] = {}
+        self._lock = threading.RLock()
+        self._last: dict[str, tuple[float, tuple[object, ...]]] = {}
+
+    def echo(self, message: str) -> None:
+        """A message for the console (above the live bars, when there are any)."""
+        with self._lock:
+            if self._bars:
+                tqdm.write(message, file=self.stream or sys.stdout)
+            else:
+                self._echo(message)
 
     def cell(self, name: str, total: int, methods: int = 1) -> CellProgress:
         with self._lock:
@@ -72,9 +117,33 @@ class GridProgress:
     def update(self, cell: CellProgress, *, force: bool = False) -> None:
         now = time.perf_counter()
         with self._lock:
-            if force or now - self._last.get(cell.name, 0.0) >= self.min_interval_s:
-                self._last[cell.name] = now
-                self.echo(cell.line())
+            if self.live:
+                self._draw(cell)
+                return
+            last, shown = self._last.get(cell.name, (float("-inf"), None))
+            changed = cell.state() != shown
+            if force or (changed and now - last >= self.min_interval_s) or now - last >= self.heartbeat_s:
+                self._last[cell.name] = (now, cell.state())
+                self._echo(cell.line())
+
+    def _draw(self, cell: CellProgress) -> None:
+        bar = self._bars.get(cell.name)
+        if bar is None:
+            bar = self._bars[cell.name] = tqdm(total=cell.total, desc=cell.name, unit="img", position=len(self._bars),
+                                               file=self.stream or sys.stdout, dynamic_ncols=True, leave=True,
+                                               bar_format="{desc} {bar} {n:.1f}/{total} images {postfix}")
+        bar.n = cell.skipped + cell.images_done
+        activity = cell.activity() if cell.status == "running" else ""
+        tail = f"{cell.rate:.2f} img/s ETA {format_duration(cell.eta)}" if cell.status == "running" else cell.status
+        bar.set_postfix_str(f"{activity}  {tail}" if activity else tail, refresh=False)
+        bar.refresh()
+
+    def close(self) -> None:
+        """End the live bars (the console is plain again)."""
+        with self._lock:
+            for bar in self._bars.values():
+                bar.close()
+            self._bars.clear()
 
     def summary(self) -> str:
         lines = ["cell                                   images  resumed  seconds  img/s  status"]

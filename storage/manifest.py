@@ -242,9 +242,13 @@ def boxes_to_mask(boxes: Sequence[dict[str, float]], width: int, height: int) ->
 
 
 def ground_truth_mask(record: dict[str, Any]) -> np.ndarray | None:
-    """The row's object mask: the stored mask, else its boxes rasterised, else ``None``."""
+    """The row's object mask: the stored mask, else its boxes rasterised, else ``None``. Raises
+    :class:`CorruptImageError` naming the image where its mask cannot be decoded."""
     if record.get("mask") is not None:
-        return decode_mask(record["mask"])
+        try:
+            return decode_mask(record["mask"])
+        except DECODE_ERRORS as err:
+            raise CorruptImageError(f"the mask of image {record.get('image_id')!r} cannot be decoded: {err}") from err
     if record.get("boxes"):
         return boxes_to_mask(record["boxes"], record["width"], record["height"])
     return None

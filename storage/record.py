@@ -84,6 +84,7 @@ class CellMarker(_Record):
 
     images: int
     shards: list[int] = []
+    skipped: int = Field(0, description="images that could not be evaluated (the run's skipped/ folder says why)")
     seconds: float = 0.0
     attempts: int = 1
     bytes_written: int = 0

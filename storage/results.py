@@ -7,7 +7,9 @@ Layout (local path or object-store URI)::
     <run>/scores/dataset=<d>/architecture=<a>/shard-SSSSS.parquet        one row per image × method × metric
     <run>/cells/dataset=<d>/architecture=<a>.json                       success marker of a finished cell
     <run>/references/dataset=<d>/architecture=<a>/features.parquet      h(x') of the cell's reference images
-    <run>/inflight/dataset=<d>/architecture=<a>/<host>-<pid>.json       image ids a worker is on (crash forensics)
+    <run>/skipped/dataset=<d>/architecture=<a>/shard-SSSSS.json        images of the shard that could not be evaluated
+    <run>/inflight/dataset=<d>/architecture=<a>/<host>-<pid>.json       the batch a worker is on: its image ids and the
+                                                                        method it computes (progress, crash forensics)
 
 A part is named by its cell (the hive directories) and shard, and written atomically, so a retried
 task overwrites its own part and a rerun can skip the shards whose parts exist: no row is lost or
@@ -29,7 +31,7 @@ import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -50,8 +52,8 @@ from storage.files import (
 )
 from storage.record import CellMarker, RunRecord
 
-__all__ = ["NAME", "SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA", "RunInUseError",
-           "RunStore", "saliency_table", "decode_maps"]
+__all__ = ["NAME", "InFlight", "SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA",
+           "RunInUseError", "RunStore", "saliency_table", "decode_maps"]
 
 SALIENCY_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
@@ -87,17 +89,18 @@ SCORE_TYPE = pa.struct([
     pa.field("seconds", pa.float64(), nullable=False),  # per image
 ])
 
-ROWS_SCHEMA = pa.schema([  # what an evaluator sends the driver: one row per (image, method)
+ROWS_SCHEMA = pa.schema([  # what an evaluator sends the driver: one row per (image, method), or per skipped image
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("shard", pa.int32(), nullable=False),
-    pa.field("method", pa.string(), nullable=False),
-    pa.field("target", pa.int64(), nullable=False),
-    pa.field("predicted", pa.int64(), nullable=False),  # the model's class (pooled metrics need it)
-    pa.field("map_height", pa.int32(), nullable=False),
-    pa.field("map_width", pa.int32(), nullable=False),
-    pa.field("map", pa.binary(), nullable=False),  # the raw coarse map, float32 little-endian, row-major
-    pa.field("seconds", pa.float64(), nullable=False),  # the method's time per image
-    pa.field("scores", pa.list_(SCORE_TYPE), nullable=False),  # every per-batch metric's score of this map
+    pa.field("method", pa.string()),  # null on a skipped image's row, as every field below but ``skipped``
+    pa.field("target", pa.int64()),
+    pa.field("predicted", pa.int64()),  # the model's class (pooled metrics need it)
+    pa.field("map_height", pa.int32()),
+    pa.field("map_width", pa.int32()),
+    pa.field("map", pa.binary()),  # the raw coarse map, float32 little-endian, row-major
+    pa.field("seconds", pa.float64()),  # the method's time per image
+    pa.field("scores", pa.list_(SCORE_TYPE)),  # every per-batch metric's score of this map
+    pa.field("skipped", pa.string()),  # why the image could not be evaluated (it cannot be decoded, its mask …)
 ])
 
 KINDS = ("saliency", "scores")
@@ -146,6 +149,25 @@ def decode_maps(frame: pl.DataFrame) -> "torch.Tensor":  # noqa: F821
     return torch.from_numpy(maps)
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A batch a worker started and has not returned: its images, the method it is computing (``None`` before the
+    first and after the last) and how many of the cell's methods it has finished on them."""
+
+    images: tuple[str, ...]
+    method: str | None = None
+    methods_done: int = 0
+
+    def to_json(self) -> bytes:
+        return json.dumps({"images": list(self.images), "method": self.method,
+                           "methods_done": self.methods_done}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> InFlight:
+        value = json.loads(data)
+        return cls(tuple(value["images"]), value["method"], int(value["methods_done"]))
+
+
 class RunInUseError(RuntimeError):
     """Another process is writing into this run directory."""
 
@@ -183,9 +205,13 @@ class RunStore:
         if not is_local(filesystem):
             yield
             return
-        os.makedirs(root, exist_ok=True)
         path = os.path.join(root, ".lock")
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(root, exist_ok=True)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # a read-only folder, a file in the way, a full disk
+            raise OSError(f"{self.location}: cannot write the run directory ({err.strerror or err}); "
+                          "give another --out") from None
         try:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,17 +227,48 @@ class RunStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def write_shard(self, dataset: str, architecture: str, shard: int, saliency: pa.Table, scores: pa.Table) -> int:
-        """Write one shard's saliency and score parts (scores last: their presence marks the shard done).
+    def write_shard(self, dataset: str, architecture: str, shard: int, saliency: pa.Table, scores: pa.Table,
+                    skipped: Mapping[str, str] | None = None) -> int:
+        """Write one shard's saliency and score parts (scores last: their presence marks the shard done), after the
+        reasons of its images that could not be evaluated (``skipped``: image id → why).
 
         Returns the bytes written. Rewriting a shard replaces both parts, never appends.
         """
         filesystem, _ = self._fs
         written = 0
+        path = self._skipped_path(dataset, architecture, shard)
+        if skipped:
+            payload = json.dumps(dict(sorted(skipped.items())), ensure_ascii=False).encode()
+            written += len(payload)
+            atomic_write_bytes(filesystem, path, payload)
+        elif exists(filesystem, path):  # the shard's images read this time
+            filesystem.delete_file(path)
         for kind, table, schema in (("saliency", saliency, SALIENCY_SCHEMA), ("scores", scores, SCORES_SCHEMA)):
             table = table.select(schema.names).cast(schema)
             written += atomic_write_table(filesystem, self.part_path(kind, dataset, architecture, shard), table)
         return written
+
+    def _skipped_path(self, dataset: str, architecture: str, shard: int) -> str:
+        _, root = self._fs
+        return join(root, "skipped", f"dataset={_check_name('dataset', dataset)}",
+                    f"architecture={_check_name('architecture', architecture)}", f"shard-{shard:05d}.json")
+
+    def skipped_images(self) -> pl.DataFrame:
+        """The images of written shards that could not be evaluated: dataset, architecture, shard, image_id, reason."""
+        filesystem, root = self._fs
+        rows = []
+        for path in list_files(filesystem, join(root, "skipped"), ".json"):
+            parts = path.rsplit("/", 3)[-3:]
+            dataset, architecture = (part.split("=", 1)[1] for part in parts[:2])
+            shard = int(parts[2][6:11])
+            if not self.shard_done(dataset, architecture, shard):
+                continue  # a shard being redone
+            for image_id, reason in json.loads(read_file(filesystem, path)).items():
+                rows.append({"dataset": dataset, "architecture": architecture, "shard": shard, "image_id": image_id,
+                             "reason": reason})
+        schema = {"dataset": pl.String, "architecture": pl.String, "shard": pl.Int32, "image_id": pl.String,
+                  "reason": pl.String}
+        return pl.DataFrame(rows, schema=schema).sort("dataset", "architecture", "image_id")
 
     def shard_done(self, dataset: str, architecture: str, shard: int) -> bool:
         return shard in self.done_shards(dataset, architecture)
@@ -256,11 +313,11 @@ class RunStore:
         return join(root, "inflight", f"dataset={_check_name('dataset', dataset)}",
                     f"architecture={_check_name('architecture', architecture)}")
 
-    def mark_in_flight(self, dataset: str, architecture: str, worker: str, image_ids: list[str]) -> None:
-        """Record that ``worker`` (``host-pid``) is working on ``image_ids``: what a crash of its process leaves."""
+    def mark_in_flight(self, dataset: str, architecture: str, worker: str, batch: InFlight) -> None:
+        """Record the batch ``worker`` (``host-pid``) is on: what a crash of its process leaves, and how far it is."""
         filesystem, _ = self._fs
         path = join(self._in_flight_dir(dataset, architecture), f"{worker}.json")
-        atomic_write_bytes(filesystem, path, json.dumps(image_ids).encode())
+        atomic_write_bytes(filesystem, path, batch.to_json())
 
     def clear_in_flight(self, dataset: str, architecture: str, worker: str | None = None) -> None:
         """Forget what ``worker`` (every worker: ``None``) of the cell was working on."""
@@ -274,15 +331,15 @@ class RunStore:
             except (FileNotFoundError, OSError):
                 pass
 
-    def in_flight(self, dataset: str, architecture: str) -> dict[str, list[str]]:
-        """``worker → image ids`` of the batches the cell's workers started and did not finish."""
+    def in_flight(self, dataset: str, architecture: str) -> dict[str, InFlight]:
+        """``worker → batch`` of the batches the cell's workers started and did not finish."""
         filesystem, _ = self._fs
         out = {}
         for path in list_files(filesystem, self._in_flight_dir(dataset, architecture), ".json"):
             try:
-                out[path.rsplit("/", 1)[1][: -len(".json")]] = json.loads(read_file(filesystem, path))
-            except (FileNotFoundError, OSError, ValueError):
-                continue  # finished (and removed) while being listed
+                out[path.rsplit("/", 1)[1][: -len(".json")]] = InFlight.from_json(read_file(filesystem, path))
+            except (FileNotFoundError, OSError, ValueError, KeyError, TypeError):
+                continue  # finished (and removed) while being listed, or being rewritten
         return out
 
     def _features_path(self, dataset: str, architecture: str) -> str:

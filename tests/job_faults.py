@@ -90,8 +90,18 @@ class RefusingFeaturizer(ReferenceFeaturizer):
 class KillsOnImageEvaluator(CellEvaluator):
     """The actor process is SIGKILLed by every batch holding the manifest's first image (a poisoned input)."""
 
-    def _evaluate(self, rows: list[dict], ids: list[str]) -> pa.Table:
+    def _evaluate(self, rows: list[dict], ids: list[str], mark) -> pa.Table:
         if min(self.plan.images[min(self.plan.images)]) in ids:
             _claim("poisoned")
             os.kill(os.getpid(), signal.SIGKILL)
-        return super()._evaluate(rows, ids)
+        return super()._evaluate(rows, ids, mark)
+
+
+class SlowMethodsEvaluator(CellEvaluator):
+    """Every method takes ``CAMGRID_TEST_METHOD_SECONDS`` longer: a batch long enough for progress within it."""
+
+    def _attribute(self, name, bound, images, targets, seeds, ids):
+        import time
+
+        time.sleep(float(os.environ.get("CAMGRID_TEST_METHOD_SECONDS", "3")))
+        return super()._attribute(name, bound, images, targets, seeds, ids)

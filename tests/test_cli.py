@@ -69,3 +69,14 @@ def test_explain_on_a_device_this_machine_lacks_says_so(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "this machine has 0 CUDA device(s); use --device cpu" in result.output
     result = CliRunner().invoke(main, ["explain", "--device", "tpu9", "--methods", "gradcam", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--device" in result.output and "Traceback" not in result.output
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line_and_its_traceback_goes_to_the_log(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "run"
+    result = CliRunner().invoke(main, ["run", "demo", "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {out}: cannot write the run directory (Not a directory); give another --out")
+    log = line.rsplit("(details: ", 1)[1].rstrip(")")
+    assert "Traceback" in open(log, encoding="utf-8").read()  # in the temporary folder: the run's cannot hold it

@@ -61,22 +61,41 @@ def test_box_metrics_in_the_job_see_the_boxes_in_model_coordinates(boxed, tmp_pa
     assert accuracy.height == 8 and accuracy["value"].is_not_nan().all()  # the driver scored it with the boxes
 
 
-def test_a_mask_of_another_size_than_its_image_is_named_not_resized(boxed, tmp_path):
+def test_an_image_that_cannot_be_read_is_skipped_with_its_reason_and_the_cell_completes(boxed, tmp_path):
     import numpy as np
 
     from storage.manifest import encode_mask
 
     manifest = read_manifest(boxed)
     table = manifest.table
-    masks = [encode_mask(np.ones((5, 7), dtype=bool))] + [None] * (table.num_rows - 1)
+    masks = [encode_mask(np.ones((5, 7), dtype=bool))] + [None] * (table.num_rows - 1)  # not resized: skipped
+    images = table.column("image").to_pylist()
+    images[2] = b"\xff\xd8 not a jpeg"  # damaged after the manifest was built
     table = table.set_column(table.schema.get_field_index("mask"), "mask", pa.array(masks, pa.binary()))
+    table = table.set_column(table.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
     write_manifest(table, tmp_path / "bad", class_names=manifest.class_names, builder="test", builder_version="1")
     spec = parse_spec({
-        "name": "masks", "batch_size": 4, "methods": {"gradcam": {}}, "metrics": {"relevance_mass_accuracy": {}},
+        "name": "masks", "batch_size": 4, "methods": {"gradcam": {}, "fakecam": {}},
+        "metrics": {"relevance_mass_accuracy": {}, "sparseness": {}},
         "datasets": {"bad": {"manifest": str(tmp_path / "bad")}},
         "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96}},
     }, "masks.yaml")
-    (plan,) = plan_cells(spec, "r")
-    first = table.column("image_id")[0].as_py()
-    with pytest.raises(ValueError, match=rf"the mask of image '{first}' is 7×5 but the image is"):
-        evaluate_in_process(plan)
+    (plan,) = plan_cells(spec, "r", str(tmp_path / "run"))
+    ids = table.column("image_id").to_pylist()
+    rows = evaluate_in_process(plan)
+    reasons = {r["image_id"]: r["skipped"] for r in rows.to_pylist() if r["skipped"] is not None}
+    assert reasons.keys() == {ids[0], ids[2]}
+    assert reasons[ids[0]].startswith(f"the mask of image '{ids[0]}' is 7×5 but the image is")
+    assert reasons[ids[2]].startswith(f"image '{ids[2]}' (embedded) cannot be decoded")
+    evaluated = [r for r in rows.to_pylist() if r["skipped"] is None]
+    assert sorted({(r["image_id"], r["method"]) for r in evaluated}) == sorted(
+        (i, m) for i in (ids[1], ids[3]) for m in ("gradcam", "fakecam"))
+
+    store = RunStore(str(tmp_path / "run"))
+    assembler = ShardAssembler(store, plan, pending=set(plan.images))
+    assert sorted(assembler.add(rows)) == [0, 1]  # both shards complete without the skipped images' rows
+    assert sorted(assembler.new_skips()) == sorted(reasons.items()) and assembler.new_skips() == []
+    skipped = store.skipped_images()
+    assert dict(zip(skipped["image_id"], skipped["reason"])) == reasons and set(skipped["shard"]) == {0, 1}
+    scores = store.scores().collect()
+    assert sorted(set(scores["image_id"])) == sorted([ids[1], ids[3]]) and scores.height == 2 * 2 * 2

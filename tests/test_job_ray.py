@@ -287,6 +287,17 @@ def test_a_stuck_pipeline_fails_after_the_no_progress_timeout(state, manifest, t
         run(spec, tmp_path / "stuck", evaluator=HangingEvaluator)
 
 
+def test_progress_moves_within_a_batch_and_names_the_method_being_computed(state, manifest, tmp_path):
+    from job_faults import SlowMethodsEvaluator  # each method takes 3 s longer: a batch of 2 methods takes 6 s
+
+    lines: list[str] = []
+    spec = grid_spec(manifest, samples=2, methods={"gradcam": {}, "hirescam": {}}, metrics={"sparseness": {}})
+    run(spec, tmp_path / "slow", lines, evaluator=SlowMethodsEvaluator)
+    progress = [line for line in lines if line.startswith("[demo/lite0] 0/2 images")]
+    assert any("computing gradcam" in line for line in progress), lines
+    assert any("(2/4 maps, computing hirescam)" in line for line in progress), lines  # the first method's maps
+
+
 def test_a_cell_that_keeps_failing_names_the_cause_and_keeps_the_others(state, manifest, tmp_path):
     (tmp_path / "damaged.pt").write_bytes(b"not a checkpoint")  # found at planning, unreadable on the actors
     spec = grid_spec(
