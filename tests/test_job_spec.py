@@ -76,7 +76,7 @@ def test_the_shipped_json_schema_is_the_models_and_names_every_field():
 
 
 def test_placeholders_fill_paths_and_cells(tmp_path):
-    grid = load_spec("fine_grained_40", {"data": "s3://bucket/manifests", "checkpoints": "/ckpt"})
+    grid = load_spec("fine_grained_40_finetuned", {"data": "s3://bucket/manifests", "checkpoints": "/ckpt"})
     dataset, arch = grid.cells[9]
     assert grid.manifest_location(dataset) == "s3://bucket/manifests/stanford_dogs"
     assert grid.weights_for(dataset, arch) == "file:/ckpt/stanford_dogs/resnet18.pt"
