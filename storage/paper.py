@@ -45,11 +45,44 @@ def read_paper_values(path: str | os.PathLike) -> pl.DataFrame:
     return frame
 
 
-def paper_tables(scores: pl.DataFrame | pl.LazyFrame, paper: pl.DataFrame, source: str | Path) -> dict[str, PlainTable]:
+ANY = "*"  # a paper value's dataset or architecture that is an average over all of them
+SECONDS = "seconds"  # the metric name of a method's running time per image (the saliency rows' ``seconds``)
+
+
+def _run_values(scores: pl.DataFrame | pl.LazyFrame, seconds: pl.DataFrame | pl.LazyFrame | None) -> pl.DataFrame:
+    """This run's values as the paper reports them: per cell, method and metric the mean over images, and the
+    averages of those means over datasets, architectures or both (``*``), as tables that average over
+    combinations (Table 12a) print them. A method's seconds per image count as the metric ``seconds``."""
+    means = cell_means(scores).select(*_KEY, "mean", "n")
+    if seconds is not None:
+        times = (_lazy(seconds).group_by("dataset", "architecture", "method")
+                 .agg(mean=pl.col("seconds").mean(), n=pl.len().cast(pl.UInt32))
+                 .with_columns(metric=pl.lit(SECONDS)).select(*_KEY, "mean", "n"))
+        means = pl.concat([means.with_columns(pl.col("n").cast(pl.UInt32)), times])
+    cells = means.collect()
+    levels = [cells]
+    for over in (["dataset"], ["architecture"], ["dataset", "architecture"]):
+        keep = [k for k in _KEY if k not in over]
+        levels.append(cells.filter(pl.col("mean").is_not_nan()).group_by(keep)
+                      .agg(pl.col("mean").mean(), pl.col("n").sum())
+                      .with_columns(**{column: pl.lit(ANY) for column in over}).select(*_KEY, "mean", "n"))
+    return pl.concat([level.with_columns(pl.col("n").cast(pl.UInt32)) for level in levels])
+
+
+def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+
+
+def paper_tables(scores: pl.DataFrame | pl.LazyFrame, paper: pl.DataFrame, source: str | Path,
+                 seconds: pl.DataFrame | pl.LazyFrame | None = None) -> dict[str, PlainTable]:
     """``paper_comparison``: per reported number, the paper's value, this run's (its mean × ``scale``) and the
     difference; ``paper_agreement``: per (table, cell, metric), Kendall's τ-b between the paper's and this run's
-    values over the methods both have (the rank agreement; ``–`` with fewer than three methods)."""
-    means = cell_means(scores).select(*_KEY, "mean", "n").collect()
+    values over the methods both have (the rank agreement; ``–`` with fewer than three methods).
+
+    A reported value whose dataset or architecture is ``*`` is an average over them; this run's counterpart is
+    the mean of its cell means. ``seconds`` (the saliency rows: dataset, architecture, method, seconds) gives the
+    methods' running times, which the paper reports as the metric ``seconds`` (Table 10)."""
+    means = _run_values(scores, seconds)
     joined = (paper.join(means, on=_KEY, how="left")
               .with_columns(this_run=pl.col("mean") * pl.col("scale"))
               .with_columns(difference=pl.col("this_run") - pl.col("value"))

@@ -67,6 +67,21 @@ def test_the_comparison_scales_this_runs_means_and_measures_rank_agreement():
     assert two["paper_agreement"].frame["kendall_tau"][0] is None  # too few methods for a rank agreement
 
 
+def test_averages_over_combinations_and_running_times_have_counterparts():
+    rows = [{"dataset": d, "architecture": a, "method": "x", "metric": "m", "value": v}
+            for d, a, v in (("d1", "a1", 0.1), ("d1", "a1", 0.3), ("d1", "a2", 0.6), ("d2", "a1", 0.5),
+                            ("d2", "a2", float("nan")))]  # cell d2/a2 has no defined value: left out of averages
+    paper = pl.DataFrame({"table": ["12a", "14", "15", "10"], "dataset": ["*", "d1", "*", "d1"],
+                          "architecture": ["*", "*", "a1", "a1"], "method": "x", "metric": ["m", "m", "m", "seconds"],
+                          "value": [0.4, 0.4, 0.35, 0.01], "scale": 1.0})
+    seconds = pl.DataFrame({"dataset": "d1", "architecture": "a1", "method": "x", "seconds": [0.02, 0.04]})
+    comparison = paper_tables(pl.DataFrame(rows), paper, "p.csv", seconds)["paper_comparison"].frame
+    ours = dict(zip(comparison["table"], comparison["this_run"]))
+    assert math.isclose(ours["12a"], (0.2 + 0.6 + 0.5) / 3)  # the mean of the cell means, not of the images
+    assert math.isclose(ours["14"], (0.2 + 0.6) / 2) and math.isclose(ours["15"], (0.2 + 0.5) / 2)
+    assert math.isclose(ours["10"], 0.03)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("table,dataset,architecture,method,metric,value\n1,d,a,x,m,1\n", "missing column 'scale'"),
     ("table,dataset,architecture,method,metric,value,scale\n1,d,a,x,m,,100\n", "row 2 has an empty field"),
