@@ -8,7 +8,12 @@
 3. Tables: the mean over combinations of the cell means (12a); the mean rank over combinations
    (12b), overall or within each architecture (13–20) or dataset (21–25). Every combination weighs
    the same, whatever its number of images.
-4. Second-moment diagnostics (Expected Grad-CAM's M̂, App. B.2), from the run record's cells: a
+4. Marks: bold for the best value and underline for the second, given only where the values' intervals are
+   disjoint (:mod:`storage.statistics`); a value whose interval overlaps the best's shares the bold (a tie).
+   A mean's interval combines its combinations' bootstrap intervals; a mean rank's is ± CD/2, Nemenyi's
+   critical difference over the table's combinations. The Friedman test and the bootstrap intervals are
+   tables of their own.
+5. Second-moment diagnostics (Expected Grad-CAM's M̂, App. B.2), from the run record's cells: a
    table of M, K, R, pool, rank, κ and the Marchenko–Pastur κ per (dataset, architecture, method);
    in every rank table that includes a cell where a method's M̂ is rank-deficient, that method is
    marked (†) and a note names those cells — its weights are not the infidelity optimum there.
@@ -16,18 +21,29 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Mapping
+import math
+from collections.abc import Iterable, Mapping
 
 import polars as pl
 
 from storage.record import CellRecord
-from storage.render import PlainTable, RankTable
+from storage.render import Intervals, PlainTable, RankTable
+from storage.statistics import (
+    CELL,
+    CONFIDENCE,
+    KEYS,
+    TIE_RTOL,
+    Direction,
+    FriedmanResult,
+    bootstrap_intervals,
+    combination_ranks,
+    friedman_nemenyi,
+)
 
-__all__ = ["TIE_RTOL", "Direction", "cell_means", "combination_ranks", "mean_table", "rank_table", "rank_tables",
-           "nan_report", "diagnostics_frame", "diagnostics_table", "RANK_DEFICIENT"]
+__all__ = ["RANK_DEFICIENT", "TIE_RTOL", "Direction", "cell_means", "combination_ranks", "diagnostics_frame",
+           "diagnostics_table", "friedman_table", "intervals_table", "mean_table", "nan_report", "rank_table",
+           "rank_tables"]
 
-Direction = Literal["higher", "lower"]
-CELL = ["dataset", "architecture"]
 RANK_DEFICIENT = "†"  # after a method's name: rank(M̂) < K in some cell the table includes
 DIAGNOSTICS_SCHEMA = {"dataset": pl.String, "architecture": pl.String, "method": pl.String,
                       "perturbations": pl.Int64, "channels": pl.Int64, "references": pl.Int64, "pool": pl.Int64,
@@ -36,7 +52,6 @@ DIAGNOSTICS_SCHEMA = {"dataset": pl.String, "architecture": pl.String, "method":
                       "above_ridge": pl.Int64,
                       "full_rank": pl.Boolean}
 _EXAMPLES = 3  # rank-deficient cells named in a note before "…"
-TIE_RTOL = 1e-6  # cell means this close (relative) rank as ties
 
 
 def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -49,39 +64,6 @@ def cell_means(scores: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     undefined = value.is_null() | value.is_nan()
     return (_lazy(scores).group_by([*CELL, "method", "metric"])
             .agg(mean=value.filter(~undefined).mean(), n=pl.len(), n_nan=undefined.sum()))
-
-
-def _directions_frame(metrics: list[str], directions: Mapping[str, Direction]) -> pl.LazyFrame:
-    missing = sorted(set(metrics) - set(directions))
-    if missing:
-        raise KeyError(f"no direction (higher/lower is better) given for metric(s) {', '.join(missing)}")
-    wrong = {m: d for m, d in directions.items() if d not in ("higher", "lower")}
-    if wrong:
-        raise ValueError(f"direction must be 'higher' or 'lower', got {wrong}")
-    return pl.LazyFrame({"metric": metrics, "higher": [directions[m] == "higher" for m in metrics]})
-
-
-def combination_ranks(means: pl.LazyFrame, directions: Mapping[str, Direction],
-                      rtol: float = TIE_RTOL) -> pl.LazyFrame:
-    """Each method's rank within each (dataset, architecture, metric); ties get the average rank.
-
-    Means closer than ``rtol`` (relative to the larger magnitude) are tied: float noise must not order
-    two methods whose scores are the same number (Grad-CAM and XGrad-CAM on a GAP head differ by ~1e-9).
-    Sorted means are chained into one tie while each is within ``rtol`` of the previous one.
-    """
-    metrics = means.select(pl.col("metric").unique()).collect()["metric"].to_list()
-    group = [*CELL, "metric"]
-    oriented = pl.when(pl.col("higher")).then(-pl.col("mean")).otherwise(pl.col("mean"))
-    previous = pl.col("_oriented").shift(1).over(group, order_by="_oriented")
-    scale = pl.max_horizontal(pl.col("_oriented").abs(), previous.abs())
-    starts_tie = ((pl.col("_oriented") - previous).abs() > rtol * scale).fill_null(True)
-    return (means.join(_directions_frame(metrics, directions), on="metric")
-            .with_columns(_oriented=oriented)
-            .with_columns(_position=pl.col("_oriented").rank("ordinal").over(group),
-                          _tie=starts_tie.cum_sum().over(group, order_by="_oriented"))
-            .with_columns(rank=pl.when(pl.col("_oriented").is_null()).then(None)
-                          .otherwise(pl.col("_position").mean().over([*group, "_tie"])))
-            .drop("_oriented", "_position", "_tie"))
 
 
 def nan_report(means: pl.LazyFrame) -> pl.DataFrame:
@@ -127,10 +109,10 @@ def diagnostics_table(diagnostics: pl.DataFrame,
                                rank="rank", κ="condition_number",
                                **{"κ Cov": "covariance_condition_number", "MP κ": "marchenko_pastur",
                                   "above λ": "above_ridge", "full rank": "full_rank"})
-    notes = ["M perturbations, K channels, R distinct reference images drawn from a pool of that size; "
-             "κ = λmax/λmin of M̂ and κ Cov of the perturbations' covariance (– when singular); "
-             "MP κ = the Marchenko–Pastur κ at ρ = M/K (eq. 94; – for ρ ≤ 1), which App. B.2 compares with κ Cov; "
-             "above λ: eigenvalues of M̂ above the Tikhonov λ (the directions the data, not the ridge, decides)"]
+    notes = [("M perturbations, K channels, R distinct reference images drawn from a pool of that size; "
+              "κ = λmax/λmin of M̂ and κ Cov of the perturbations' covariance (– when singular); "
+              "MP κ = the Marchenko–Pastur κ at ρ = M/K (eq. 94; – for ρ ≤ 1), which App. B.2 compares with κ Cov; "
+              "above λ: eigenvalues of M̂ above the Tikhonov λ (the directions the data, not the ridge, decides)")]
     return PlainTable(title, frame, notes)
 
 
@@ -154,50 +136,152 @@ def _rank_deficiency(means: pl.LazyFrame, diagnostics: pl.DataFrame | None) -> t
     return marks, notes
 
 
+def _mean_intervals(frame: pl.DataFrame, means: pl.LazyFrame, intervals: pl.DataFrame,
+                    confidence: float) -> Intervals:
+    """Each mean's interval from its combinations' intervals: h = √(Σ_d (Σ_a h_da)²) / C on either side."""
+    cells = (means.filter(pl.col("mean").is_not_null()).select(KEYS).collect()
+             .join(intervals.select(*KEYS, "mean", "low", "high"), on=KEYS, how="left")
+             .with_columns(below=(pl.col("mean") - pl.col("low")).fill_null(0.0),
+                           above=(pl.col("high") - pl.col("mean")).fill_null(0.0)))
+    widths = (cells.group_by("dataset", "method", "metric")
+              .agg(pl.col("below", "above").sum(), cells=pl.len(), unbounded=pl.col("low").is_null().sum())
+              .group_by("method", "metric")
+              .agg((pl.col("below", "above") ** 2).sum().sqrt() / pl.col("cells").sum(), pl.col("unbounded").sum()))
+    bounds = {}
+    for metric in frame.columns[1:]:
+        joined = frame.select("method", metric).join(widths.filter(pl.col("metric") == metric), on="method",
+                                                     how="left", maintain_order="left")
+        bounds[metric] = [None if value is None or below is None else (value - below, value + above)
+                          for value, below, above in joined.select(metric, "below", "above").iter_rows()]
+    unbounded = int(widths["unbounded"].sum())
+    note = (f"Bold: the best mean and every mean whose {confidence:.0%} interval overlaps its interval (not "
+            "separable: a tie, no win); underlined: the same for the best of the rest. A mean's interval combines "
+            "its combinations' bootstrap intervals of their means over images: half-widths add over a dataset's "
+            "architectures (the same images) and in quadrature over datasets, divided by the number of combinations")
+    if unbounded:
+        note += (f"; {unbounded} combination(s) with fewer than two defined values have no interval and add no "
+                 "width")
+    return Intervals(bounds, note + ".")
+
+
 def mean_table(means: pl.LazyFrame, directions: Mapping[str, Direction], metrics: list[str],
                title: str = "Mean of each metric per method (Table 12a)",
-               diagnostics: pl.DataFrame | None = None) -> RankTable:
-    """Mean over combinations of the cell means, per method and metric (``diagnostics``: see :func:`rank_tables`)."""
+               diagnostics: pl.DataFrame | None = None, intervals: pl.DataFrame | None = None,
+               confidence: float = CONFIDENCE) -> RankTable:
+    """Mean over combinations of the cell means, per method and metric (``diagnostics``: see :func:`rank_tables`).
+
+    With ``intervals`` (:func:`storage.statistics.bootstrap_intervals` of the cells, at ``confidence``), each mean
+    gets the interval h = √(Σ_d (Σ_a h_da)²) / C on either side, over the C combinations with a mean and the
+    half-widths h_da of dataset d and architecture a: a dataset's architectures score the same images (their errors
+    are taken as fully correlated), different datasets independent ones. The marks follow from these intervals.
+    """
     long = means.group_by("method", "metric").agg(pl.col("mean").mean())
     frame = _wide(long, "mean", metrics)
     marks, deficient = _rank_deficiency(means, diagnostics)
+    bounds = None if intervals is None else _mean_intervals(frame, means, intervals, confidence)
     return RankTable(title, frame, {m: directions[m] for m in frame.columns[1:]}, _notes(means) + deficient,
-                     marks=marks)
+                     marks=marks, intervals=bounds)
+
+
+def _rank_intervals(frame: pl.DataFrame, metrics: list[str], tests: Mapping[str, FriedmanResult]) -> Intervals:
+    """Each mean rank ± CD/2 (Nemenyi's, per metric); the mean over metrics ± the mean of their CDs / 2."""
+    critical = {m: tests[m].critical_difference for m in metrics if m in tests and tests[m].defined}
+    if critical and len(critical) == len(metrics):
+        critical["mean rank"] = sum(critical.values()) / len(critical)
+    bounds = {column: [None if r is None or math.isnan(r) else (r - cd / 2, r + cd / 2) for r in frame[column]]
+              for column, cd in critical.items()}
+    alpha = next(iter(tests.values())).alpha if tests else 1 - CONFIDENCE
+    listed = [f"{m} {critical[m]:.3f} (N = {tests[m].blocks})" for m in metrics if m in critical]
+    if "mean rank" in critical:
+        listed.append(f"mean rank {critical['mean rank']:.3f} (the metrics' mean: taken as fully dependent)")
+    note = (f"Bold: the best mean rank and every one within Nemenyi's critical difference CD of it (α = {alpha:g}, "
+            "Demšar 2006; not separable: a tie, no win); underlined: the same for the best of the rest.")
+    if listed:
+        note += f" CD over the N combinations where every method has a mean: {', '.join(listed)}."
+    missing = [column for column in [*metrics, "mean rank"] if column not in critical]
+    if missing:
+        note += (f" No CD for {', '.join(missing)} (fewer than 2 methods or 2 combinations where all have a "
+                 "mean): marked by value alone.")
+    return Intervals(bounds, note)
 
 
 def rank_table(ranks: pl.LazyFrame, metrics: list[str], title: str, means: pl.LazyFrame,
-               diagnostics: pl.DataFrame | None = None) -> RankTable:
-    """Mean rank over combinations per method and metric, plus the mean over metrics (lower is better)."""
+               diagnostics: pl.DataFrame | None = None,
+               tests: Mapping[str, FriedmanResult] | None = None) -> RankTable:
+    """Mean rank over combinations per method and metric, plus the mean over metrics (lower is better).
+
+    With ``tests`` (:func:`storage.statistics.friedman_nemenyi` of the same combinations), a mean rank's interval
+    is ± CD/2, so two overlap when they differ by less than Nemenyi's CD; the mean over metrics uses the mean of the
+    metrics' CDs (metrics scored on the same maps are taken as fully dependent). A column without a CD (fewer than 2
+    methods or complete combinations) is marked by value alone.
+    """
     long = ranks.group_by("method", "metric").agg(pl.col("rank").mean())
     frame = _wide(long, "rank", metrics)
     present = frame.columns[1:]
     frame = frame.with_columns(pl.mean_horizontal(present).alias("mean rank"))
     marks, deficient = _rank_deficiency(means, diagnostics)
+    bounds = None if tests is None else _rank_intervals(frame, present, tests)
     return RankTable(title, frame, {column: "lower" for column in [*present, "mean rank"]},
-                     _notes(means) + deficient, marks=marks)
+                     _notes(means) + deficient, marks=marks, intervals=bounds)
 
 
 def rank_tables(scores: pl.DataFrame | pl.LazyFrame, directions: Mapping[str, Direction],
-                diagnostics: pl.DataFrame | None = None) -> dict[str, RankTable]:
+                diagnostics: pl.DataFrame | None = None, intervals: pl.DataFrame | None = None, *,
+                confidence: float = CONFIDENCE) -> dict[str, RankTable]:
     """Every table of the paper's appendix layout, keyed by a file-name-safe name.
 
     ``table12a_means``, ``table12b_ranks``, ``ranks_architecture_<a>`` for each architecture and
     ``ranks_dataset_<d>`` for each dataset. With ``diagnostics`` (a :func:`diagnostics_frame`), a
     method whose M̂ is rank-deficient in any combination a table includes is marked there
-    (:data:`RANK_DEFICIENT`), with a note naming those combinations.
+    (:data:`RANK_DEFICIENT`), with a note naming those combinations. Bold and underline follow the win
+    rule: in the means table from ``intervals`` (:func:`storage.statistics.bootstrap_intervals` of ``scores`` at
+    ``confidence``, computed when not given), in each rank table from Nemenyi's CD over its combinations at
+    α = 1 − ``confidence``.
     """
     means = cell_means(scores).collect().lazy()
     metrics = sorted(means.select(pl.col("metric").unique()).collect()["metric"].to_list())
     if not metrics:
         raise ValueError("no scores to rank")
+    if intervals is None:
+        intervals = bootstrap_intervals(scores, confidence=confidence)
+    alpha = 1 - confidence
     ranks = combination_ranks(means, directions).collect().lazy()
-    tables = {"table12a_means": mean_table(means, directions, metrics, diagnostics=diagnostics),
+    tables = {"table12a_means": mean_table(means, directions, metrics, diagnostics=diagnostics, intervals=intervals,
+                                           confidence=confidence),
               "table12b_ranks": rank_table(ranks, metrics, "Average rank across combinations (Table 12b)", means,
-                                           diagnostics)}
+                                           diagnostics, friedman_nemenyi(means, directions, alpha=alpha))}
     for by in ("architecture", "dataset"):
         values = sorted(means.select(pl.col(by).unique()).collect()[by].to_list())
         for value in values:
             subset = pl.col(by) == value
+            tests = friedman_nemenyi(means.filter(subset), directions, alpha=alpha)
             tables[f"ranks_{by}_{value}"] = rank_table(ranks.filter(subset), metrics, f"Average rank, {by} {value}",
-                                                       means.filter(subset), diagnostics)
+                                                       means.filter(subset), diagnostics, tests)
     return tables
+
+
+def friedman_table(results: Mapping[str, FriedmanResult],
+                   title: str = "Friedman's test and Nemenyi's critical difference per metric") -> PlainTable:
+    """One row per result: its metric, k methods, N blocks and those dropped, χ² (``chi2``), ``p``, ``CD``, then each
+    method's mean rank over the N blocks (a column per method)."""
+    methods = sorted({method for result in results.values() for method in result.mean_ranks})
+    schema = {"metric": pl.String, "methods": pl.Int64, "blocks": pl.Int64, "dropped": pl.Int64,
+              "chi2": pl.Float64, "p": pl.Float64, "CD": pl.Float64, **dict.fromkeys(methods, pl.Float64)}
+    rows = [{"metric": r.metric, "methods": len(r.mean_ranks), "blocks": r.blocks, "dropped": r.dropped,
+             "chi2": r.statistic, "p": r.p_value, "CD": r.critical_difference, **r.mean_ranks}
+            for r in results.values()]
+    frame = pl.DataFrame(rows, schema=schema).fill_nan(None)
+    alpha = next(iter(results.values())).alpha if results else 1 - CONFIDENCE
+    note = ("Blocks: the combinations where every method has a mean (dropped: those where one has none); mean "
+            "ranks over them, 1 = best. chi2: Friedman's statistic (1937), p from χ²(k − 1); – with fewer than 3 "
+            f"methods. CD: Nemenyi's critical difference at α = {alpha:g} (Demšar 2006): mean ranks closer than CD "
+            "are not separable (figures/cd_<metric>.png).")
+    return PlainTable(title, frame, [note])
+
+
+def intervals_table(intervals: pl.DataFrame, confidence: float = CONFIDENCE) -> PlainTable:
+    """The :func:`storage.statistics.bootstrap_intervals` rows as a plain table: cell, method, metric, mean, bounds."""
+    title = f"Bootstrap {confidence:.0%} confidence intervals of the mean over images per combination"
+    note = ("low–high: the bootstrap interval of the mean (Efron 1979; scipy.stats.bootstrap); n values, of which "
+            "n_nan undefined and left out; – where fewer than two are defined.")
+    return PlainTable(title, intervals.select(*KEYS, "mean", "low", "high", "n", "n_nan"), [note])

@@ -1,7 +1,9 @@
 """Tables and their renderings (Markdown, CSV, LaTeX).
 
 :class:`RankTable`: methods × metrics, best value bold and second underlined, an optional marker
-after a method's name (explained in the notes). :class:`PlainTable`: plain values, nothing highlighted.
+after a method's name (explained in the notes). With :class:`Intervals`, a value whose interval overlaps the best's
+shares the bold (a tie, not a win; :func:`storage.statistics.places`), and likewise for the second.
+:class:`PlainTable`: plain values, nothing highlighted.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Literal
 import polars as pl
 
 from storage.files import atomic_write_bytes, resolve
+from storage.statistics import Interval, places
 
-__all__ = ["RankTable", "PlainTable"]
+__all__ = ["Intervals", "PlainTable", "RankTable"]
 
 ARROWS = {"higher": ("↑", r"$\uparrow$"), "lower": ("↓", r"$\downarrow$")}
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -49,11 +52,21 @@ class _Written:
 
 
 @dataclass(frozen=True)
+class Intervals:
+    """The uncertainty behind a :class:`RankTable`'s marks: per column, per row (the frame's order), an interval
+    ``(low, high)`` or ``None`` (the value alone); ``note`` says what they are and is rendered with the notes."""
+
+    bounds: dict[str, list[Interval | None]]
+    note: str
+
+
+@dataclass(frozen=True)
 class RankTable(_Written):
     """Rows = methods, columns = metrics; ``directions`` says which way is better for each column.
 
     ``marks`` (method → symbol, e.g. ``"†"``) is appended to the method's name in every rendering
-    (the frame keeps the plain name); a note should say what it means.
+    (the frame keeps the plain name); a note should say what it means. ``intervals`` decide which values
+    share the bold and the underline (:meth:`standing`); a note names the places they make shared.
     """
 
     title: str
@@ -62,6 +75,7 @@ class RankTable(_Written):
     notes: list[str] = field(default_factory=list)
     digits: int = 3
     marks: dict[str, str] = field(default_factory=dict)
+    intervals: Intervals | None = None
 
     def label(self, method: str) -> str:
         """The method's name as rendered: with its mark, if any."""
@@ -72,12 +86,31 @@ class RankTable(_Written):
         return self.frame.columns[1:]
 
     def standing(self, column: str) -> list[int | None]:
-        """Per row: 1 for the best value (ties included), 2 for the second-best distinct value, else None."""
-        values = self.frame[column].to_list()
-        defined = sorted({v for v in values if v is not None and not math.isnan(v)},
-                         reverse=self.directions[column] == "higher")
-        places = {value: place for place, value in enumerate(defined[:2], 1)}
-        return [places.get(v) if v is not None else None for v in values]
+        """Per row: 1 for the best value and every value whose interval overlaps its interval, 2 for the best of the
+        rest and every value of the rest whose interval overlaps that one's, else None (:func:`places`).
+
+        Without intervals for the column each value stands alone: 1 for the best (ties included), 2 for the
+        second-best.
+        """
+        bounds = self.intervals.bounds.get(column) if self.intervals is not None else None
+        return places(self.frame[column].to_list(), bounds, higher=self.directions[column] == "higher")
+
+    def rendered_notes(self) -> list[str]:
+        """The notes, then what the intervals are and where they make a place shared by different values."""
+        if self.intervals is None:
+            return list(self.notes)
+        methods = self.frame[self.frame.columns[0]].to_list()
+        shared = []
+        for column in self.columns:
+            if column not in self.intervals.bounds:
+                continue
+            standing, values = self.standing(column), self.frame[column].to_list()
+            for place, word in ((1, "best"), (2, "second")):
+                rows = [i for i, p in enumerate(standing) if p == place]
+                if len({values[i] for i in rows}) > 1:
+                    shared.append(f"{column} {word}: {', '.join(str(methods[i]) for i in rows)}")
+        ties = [f"Tied within their intervals (marked alike, no win): {'; '.join(shared)}"] if shared else []
+        return [*self.notes, self.intervals.note, *ties]
 
     def _cells(self, bold: str, underline: str) -> list[list[str]]:
         places = {column: self.standing(column) for column in self.columns}
@@ -96,8 +129,9 @@ class RankTable(_Written):
         lines = [f"**{self.title}**", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join([":---"] + ["---:"] * len(self.columns)) + "|"]
         lines += ["| " + " | ".join(cells) + " |" for cells in self._cells("**{}**", "<u>{}</u>")]
-        if self.notes:
-            lines += ["", *(f"- {note}" for note in self.notes)]
+        notes = self.rendered_notes()
+        if notes:
+            lines += ["", *(f"- {note}" for note in notes)]
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
@@ -108,7 +142,7 @@ class RankTable(_Written):
                  " & ".join(header) + r" \\", r"\midrule"]
         lines += [" & ".join(cells) + r" \\" for cells in body]
         lines += [r"\bottomrule", r"\end{tabular}"]
-        lines += [f"% {note}" for note in self.notes]
+        lines += [f"% {note}" for note in self.rendered_notes()]
         lines += [r"\end{table}"]
         return "\n".join(lines) + "\n"
 

@@ -1,19 +1,31 @@
-"""Write a run's rank tables (Markdown, CSV, LaTeX) from its scores and the metric directions."""
+"""Write a run's rank tables (Markdown, CSV, LaTeX) from its scores and the metric directions, with their uncertainty:
+bootstrap intervals of the cell means, Friedman's test with Nemenyi's CD per metric and its diagram."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
 
 import polars as pl
 
+from storage.cd_diagram import write_cd_diagrams
 from storage.files import atomic_write_bytes, resolve
 from storage.paper import paper_tables
-from storage.ranking import Direction, cell_means, diagnostics_frame, diagnostics_table, nan_report, rank_tables
+from storage.ranking import (
+    Direction,
+    cell_means,
+    diagnostics_frame,
+    diagnostics_table,
+    friedman_table,
+    intervals_table,
+    nan_report,
+    rank_tables,
+)
 from storage.record import RunRecord
 from storage.results import RunStore
+from storage.statistics import bootstrap_intervals, friedman_nemenyi
 
 __all__ = ["unfinished_cells", "write_report"]
 
@@ -36,6 +48,14 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     mark (†) a method in every table that includes a cell where its M̂ is rank-deficient. With
     ``paper`` (its reported values and their source, :func:`storage.paper.read_paper_values`), the
     ``paper_comparison`` and ``paper_agreement`` tables set them beside this run's.
+
+    Images that could not be read (:meth:`storage.results.RunStore.skipped_images`) are listed in
+    ``skipped_images.csv`` and noted under the rank tables.
+
+    ``confidence_intervals`` lists each combination's mean with its bootstrap interval
+    (:func:`storage.statistics.bootstrap_intervals`), which decide the means table's marks. Where some metric has
+    2 or more methods over 2 or more combinations, the ``friedman`` table gives Friedman's test and Nemenyi's CD per
+    metric and ``cd_diagrams`` their diagrams (``figures/cd_<metric>.png``).
     """
     store = RunStore(os.fspath(run))
     record: RunRecord | None = None
@@ -55,21 +75,41 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
         out = Path(store.location) / "report"
     scores = store.scores()
     diagnostics = diagnostics_frame(record.cells if record is not None else [])
-    tables = rank_tables(scores, directions, diagnostics if diagnostics.height else None)
+    intervals = bootstrap_intervals(scores)
+    tables = rank_tables(scores, directions, diagnostics if diagnostics.height else None, intervals)
+    tests = {metric: result for metric, result in friedman_nemenyi(cell_means(scores), directions).items()
+             if result.defined}
+    uncertainty = {"confidence_intervals": intervals_table(intervals)}
+    if tests:
+        uncertainty["friedman"] = friedman_table(tests)
     unfinished = [] if record is None else unfinished_cells(store, record)
     if unfinished:
         listed = ", ".join(unfinished[:3]) + (", …" if len(unfinished) > 3 else "")
         note = (f"Incomplete run: {len(unfinished)} of {len(record.cells)} cells have not finished ({listed}); "
                 "these tables cover the shards written so far. Rerun the job to complete it.")
         tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
+        uncertainty = {name: replace(table, notes=[note, *table.notes]) for name, table in uncertainty.items()}
+    skipped = store.skipped_images()
+    if skipped.height:
+        note = (f"{skipped.height} image(s) could not be read and were not evaluated (skipped_images.csv says why); "
+                "every method's scores leave them out alike.")
+        tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
     written = {name: table.write(out, name) for name, table in tables.items()}
+    if skipped.height:
+        path = Path(out) / "skipped_images.csv"
+        atomic_write_bytes(*resolve(path), skipped.write_csv().encode())
+        written["skipped_images"] = [path]
     report = nan_report(cell_means(scores))
     path = Path(out) / "nan_report.csv"
     atomic_write_bytes(*resolve(path), report.write_csv().encode())
     written["nan_report"] = [path]
     if paper is not None:
-        for name, table in paper_tables(scores, *paper).items():
+        seconds = store.saliency().select("dataset", "architecture", "method", "seconds")
+        for name, table in paper_tables(scores, *paper, seconds).items():
             written[name] = table.write(out, name)
     if diagnostics.height:
         written["diagnostics"] = diagnostics_table(diagnostics).write(out, "diagnostics")
+    written.update({name: table.write(out, name) for name, table in uncertainty.items()})
+    if tests:
+        written["cd_diagrams"] = write_cd_diagrams(tests.values(), Path(out) / "figures")
     return written

@@ -99,3 +99,10 @@ def test_an_image_that_cannot_be_read_is_skipped_with_its_reason_and_the_cell_co
     assert dict(zip(skipped["image_id"], skipped["reason"])) == reasons and set(skipped["shard"]) == {0, 1}
     scores = store.scores().collect()
     assert sorted(set(scores["image_id"])) == sorted([ids[1], ids[3]]) and scores.height == 2 * 2 * 2
+    from storage.report import write_report
+
+    written = write_report(tmp_path / "run", directions={"relevance_mass_accuracy": "higher", "sparseness": "higher"})
+    (listed,) = written["skipped_images"]
+    assert sorted(pl.read_csv(listed)["image_id"]) == sorted(reasons)
+    markdown = next(p for p in written["table12b_ranks"] if p.suffix == ".md").read_text()
+    assert "2 image(s) could not be read and were not evaluated" in markdown

@@ -60,12 +60,16 @@ def test_tables_by_hand(scores):
 
 def test_best_bold_second_underlined(scores):
     means = rank_tables(scores, DIRECTIONS)["table12a_means"]
-    assert means.standing("ins") == [None, 2, 1] and means.standing("del") == [2, None, 1]
+    # ins: B's 95% interval (0.60–0.70, two images per combination) reaches C's 0.70, a tie for best; A is second
+    assert means.standing("ins") == [2, 1, 1] and means.standing("del") == [2, None, 1]
     markdown = means.to_markdown()
-    assert "| C | **0.200** | **0.700** |" in markdown and "| A | <u>0.350</u> | 0.500 |" in markdown
+    assert "| C | **0.200** | **0.700** |" in markdown and "| A | <u>0.350</u> | <u>0.500</u> |" in markdown
+    assert "| B | 0.450 | **0.650** |" in markdown and "- Tied within their intervals (marked alike, no win): ins best: B, C" \
+        in markdown
     assert "| method | del ↓ | ins ↑ |" in markdown and "- C / ins: 2 of 4 values undefined" in markdown
     latex = means.to_latex()
-    assert r"C & \textbf{0.200} & \textbf{0.700} \\" in latex and r"\underline{0.650}" in latex
+    assert r"C & \textbf{0.200} & \textbf{0.700} \\" in latex and r"\textbf{0.650}" in latex
+    assert r"\underline{0.500}" in latex
     assert means.to_csv().splitlines()[0] == "method,del,ins"
     ranks = rank_tables(scores, DIRECTIONS)["table12b_ranks"]
     assert ranks.standing("ins") == [2, None, 1]  # ranks: lower is better whatever the metric's direction

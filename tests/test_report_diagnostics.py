@@ -112,9 +112,12 @@ def test_a_run_without_diagnostics_reports_as_before(tmp_path):
     written = write_report(tmp_path / "run")
     out = tmp_path / "run" / "report"
     expected = rank_tables(store.scores(), DIRECTIONS)
-    assert set(written) == {*expected, "nan_report"} and not (out / "diagnostics.md").exists()
+    uncertainty = ["confidence_intervals", "friedman"]
+    assert set(written) == {*expected, "nan_report", *uncertainty, "cd_diagrams"}
+    assert not (out / "diagnostics.md").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["nan_report.csv", *(f"{name}.{s}" for name in expected for s in ("md", "csv", "tex"))])
+        ["nan_report.csv", "figures", *(f"{name}.{s}" for name in [*expected, *uncertainty] for s in ("md", "csv", "tex"))])
+    assert [p.name for p in written["cd_diagrams"]] == ["cd_deletion.png", "cd_insertion.png"]
     for name, table in expected.items():
         assert not table.marks
         assert read(out, name, "md") == table.to_markdown() and read(out, name, "tex") == table.to_latex()
@@ -132,7 +135,8 @@ def test_full_rank_everywhere_gives_the_table_but_no_marks(tmp_path):
     store.write_record(store.read_record().with_diagnostics(*CELLS[1], {"expected_gradcam": FULL}))
     written = write_report(tmp_path / "run")
     assert written["diagnostics"]
-    assert all("†" not in p.read_text() for name, paths in written.items() if name != "diagnostics" for p in paths)
+    assert all("†" not in p.read_text() for name, paths in written.items() if name not in ("diagnostics", "cd_diagrams")
+               for p in paths)
 
 
 def test_note_counts_only_included_cells_and_names_at_most_three():
