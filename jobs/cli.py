@@ -98,10 +98,12 @@ def run(spec, out, address, paths, settings, report, verbose) -> None:
     """Run (or resume) the grid SPEC: a preset name or a YAML file.
 
     \b
-    Presets: demo (offline, a few minutes on a laptop), fine_grained_40, imagenet, coco_localization,
-    cifar10_infidelity; Opti-CAM's opticam_imagenet_cnn, opticam_imagenet_vit, opticam_imagenet_faithfulness,
-    opticam_localization, opticam_ablation; voc_pointing_game; IDGI's idgi_imagenet, idgi_steps; SAMP's
-    samp_imagenet, samp_ablation. Rerunning the same command resumes: finished cells and shards are skipped.
+    Presets: demo (offline, about two minutes on a laptop); the paper's tables fine_grained_40, imagenet_table1,
+    imagenet_table5, imagenet_table8, coco_localization, cifar10_infidelity, timing, and the extended sets
+    fine_grained_40_full, fine_grained_40_finetuned, imagenet; Opti-CAM's opticam_imagenet_cnn, opticam_imagenet_vit,
+    opticam_imagenet_faithfulness, opticam_localization, opticam_ablation; voc_pointing_game; IDGI's idgi_imagenet,
+    idgi_steps; SAMP's samp_imagenet, samp_ablation. Rerunning the same command resumes: finished cells and shards
+    are skipped. Ray's own warnings and tracebacks go to camgrid.log in the run directory.
     """
     import logging
 
