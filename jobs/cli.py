@@ -12,6 +12,7 @@ import yaml
 
 from attribution.methods import method_names
 from attribution.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, load_model
+from jobs.progress import is_terminal
 from jobs.run_log import log_path, run_log
 
 
@@ -120,7 +121,7 @@ def run(spec, out, address, paths, settings, report, verbose) -> None:
     location = out or grid.output.format(name=grid.name)
     with run_log(log_path(location, grid.name), verbose) as log:
         try:
-            summary = run_grid(grid, location, address=address, echo=click.echo, live=sys.stdout.isatty())
+            summary = run_grid(grid, location, address=address, echo=click.echo, live=is_terminal(sys.stdout))
         except GridInterruptedError as err:  # a thread still inside Ray would hold the interpreter's exit
             click.echo(f"Error: {err}", err=True)
             sys.stdout.flush()

@@ -7,6 +7,7 @@ every ``heartbeat_s`` so a long batch still shows the run is alive.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-__all__ = ["CellProgress", "GridProgress", "format_duration"]
+__all__ = ["CellProgress", "GridProgress", "format_duration", "is_terminal"]
 
 
 def format_duration(seconds: float) -> str:
@@ -26,6 +27,14 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal that can show live bars (one that reports no width cannot)."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -130,12 +139,12 @@ class GridProgress:
         bar = self._bars.get(cell.name)
         if bar is None:
             bar = self._bars[cell.name] = tqdm(total=cell.total, desc=cell.name, unit="img", position=len(self._bars),
-                                               file=self.stream or sys.stdout, dynamic_ncols=True, leave=True,
-                                               bar_format="{desc} {bar} {n:.1f}/{total} images {postfix}")
+                                               file=self.stream or sys.stdout, dynamic_ncols=True, leave=True)
         bar.n = cell.skipped + cell.images_done
         activity = cell.activity() if cell.status == "running" else ""
-        tail = f"{cell.rate:.2f} img/s ETA {format_duration(cell.eta)}" if cell.status == "running" else cell.status
-        bar.set_postfix_str(f"{activity}  {tail}" if activity else tail, refresh=False)
+        tail = f"{cell.rate:.2f} img/s  ETA {format_duration(cell.eta)}" if cell.status == "running" else cell.status
+        text = f"{activity}  {tail}" if activity else tail
+        bar.bar_format = "{desc} {bar} {n:.1f}/{total} images  " + text.replace("{", "{{").replace("}", "}}")
         bar.refresh()
 
     def close(self) -> None:
