@@ -42,7 +42,7 @@ from storage.statistics import (
 
 __all__ = ["RANK_DEFICIENT", "TIE_RTOL", "Direction", "cell_means", "combination_ranks", "diagnostics_frame",
            "diagnostics_table", "friedman_table", "intervals_table", "mean_table", "nan_report", "rank_table",
-           "rank_tables"]
+           "rank_tables", "running_time_table"]
 
 RANK_DEFICIENT = "†"  # after a method's name: rank(M̂) < K in some cell the table includes
 DIAGNOSTICS_SCHEMA = {"dataset": pl.String, "architecture": pl.String, "method": pl.String,
@@ -285,3 +285,18 @@ def intervals_table(intervals: pl.DataFrame, confidence: float = CONFIDENCE) -> 
     note = ("low–high: the bootstrap interval of the mean (Efron 1979; scipy.stats.bootstrap); n values, of which "
             "n_nan undefined and left out; – where fewer than two are defined.")
     return PlainTable(title, intervals.select(*KEYS, "mean", "low", "high", "n", "n_nan"), [note])
+
+
+def running_time_table(saliency: pl.DataFrame | pl.LazyFrame, reference: str = "gradcam") -> PlainTable:
+    """Seconds per image of each method per combination (the method's own time, metrics excluded; Table 10's
+    R.T.), its spread over images and, where the run has ``reference``, the ratio to it in the same cell."""
+    times = (_lazy(saliency).group_by(*CELL, "method")
+             .agg(seconds=pl.col("seconds").mean(), std=pl.col("seconds").std(), images=pl.len())
+             .collect())
+    baseline = times.filter(pl.col("method") == reference).select(*CELL, _baseline=pl.col("seconds"))
+    frame = (times.join(baseline, on=CELL, how="left")
+             .with_columns(ratio=pl.col("seconds") / pl.col("_baseline")).drop("_baseline")
+             .sort(*CELL, "seconds"))
+    note = ("seconds: the mean time per image of the method's maps (each batch's time over its images), std its spread "
+            f"over the batches; ratio: seconds over {reference}'s in the same cell (– without it).")
+    return PlainTable("Running time per image (seconds)", frame, [note])

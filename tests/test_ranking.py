@@ -111,3 +111,15 @@ def test_means_equal_up_to_float_noise_tie_whatever_their_order():
                           "value": [0.5, 0.5 * (1 + 1e-4)]})
     ranks = combination_ranks(cell_means(apart), {"del": "lower"}).collect()
     assert dict(zip(ranks["method"], ranks["rank"])) == {"x": 1.0, "y": 2.0}  # a real difference still orders
+
+
+def test_running_time_is_seconds_per_image_with_the_ratio_to_gradcam():
+    from storage.ranking import running_time_table
+
+    saliency = pl.DataFrame({"dataset": "d", "architecture": ["a"] * 4 + ["b"] * 2,
+                             "method": ["gradcam", "gradcam", "scorecam", "scorecam", "scorecam", "scorecam"],
+                             "seconds": [0.1, 0.3, 2.0, 4.0, 1.0, 1.0]})
+    frame = running_time_table(saliency).frame
+    rows = {(r["architecture"], r["method"]): r for r in frame.iter_rows(named=True)}
+    assert rows[("a", "scorecam")]["seconds"] == 3.0 and rows[("a", "scorecam")]["ratio"] == 15.0
+    assert rows[("a", "gradcam")]["images"] == 2 and rows[("b", "scorecam")]["ratio"] is None  # no Grad-CAM in b
