@@ -137,11 +137,12 @@ def run(spec, out, address, paths, settings, report, verbose) -> None:
         from jobs.overlays import write_overlays
         from storage.report import write_report
 
+        pictures = write_overlays(summary.location, Path(summary.location) / "report" / "overlays")
         written = write_report(summary.location)
         click.echo(f"rank tables: {written['table12b_ranks'][0].parent}")
-        pictures = write_overlays(summary.location, Path(summary.location) / "report" / "overlays")
         if pictures:
             click.echo(f"maps over images: {', '.join(str(p) for p in pictures)}")
+        click.echo(f"report page: {written['html'][0]}")
         markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
         if markdown is not None:
             click.echo(markdown.read_text())
@@ -281,11 +282,11 @@ def report(run_dir, out, directions, overlays, paper) -> None:
             click.echo(f"warning: the run is incomplete: {len(unfinished)} cell(s) have not finished "
                        f"({', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''}); the tables cover what "
                        "was written. Rerun the job to complete it.", err=True)
+        pictures = write_overlays(run_dir, Path(out or Path(run_dir) / "report") / "overlays") if overlays else []
         written = write_report(run_dir, out, json.loads(directions) if directions else None,
                                _reported_values(store, paper))
-        if overlays:
-            folder = Path(out or Path(run_dir) / "report") / "overlays"
-            written["overlays"] = write_overlays(run_dir, folder)
+        if pictures:
+            written["overlays"] = pictures
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     except OSError as err:  # a full disk, a read-only folder: the tables written before stay whole
@@ -296,6 +297,7 @@ def report(run_dir, out, directions, overlays, paper) -> None:
     markdown = next((p for p in written["table12b_ranks"] if p.suffix == ".md"), None)
     if markdown is not None:
         click.echo(markdown.read_text())
+    click.echo(f"report page: {written['html'][0]}")
 
 
 def _reported_values(store, path: str | None):

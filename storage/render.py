@@ -1,4 +1,4 @@
-"""Tables and their renderings (Markdown, CSV, LaTeX).
+"""Tables and their renderings (Markdown, CSV, LaTeX, HTML).
 
 :class:`RankTable`: methods × metrics, best value bold and second underlined, an optional marker
 after a method's name (explained in the notes). With :class:`Intervals`, a value whose interval overlaps the best's
@@ -8,6 +8,7 @@ shares the bold (a tie, not a win; :func:`storage.statistics.places`), and likew
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,17 @@ ARROWS = {"higher": ("↑", r"$\uparrow$"), "lower": ("↓", r"$\downarrow$")}
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                    "†": r"$^\dagger$", "κ": r"$\kappa$", "λ": r"$\lambda$"}
+
+
+def _html_figure(title: str, head: str, body: list[str], notes: list[str]) -> str:
+    """A table as an HTML ``<figure>``: its title as the caption, the table in a horizontally scrolling box, the
+    notes as a list below; ``head`` (the header cells) and ``body`` (the rows) are already rendered HTML."""
+    parts = [f'<figure class="table"><figcaption>{html.escape(title)}</figcaption>',
+             f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>', *body, "</tbody></table></div>"]
+    if notes:
+        parts += ['<ul class="notes">', *(f"<li>{html.escape(note)}</li>" for note in notes), "</ul>"]
+    parts.append("</figure>")
+    return "\n".join(parts) + "\n"
 
 
 def _latex_escape(text: str) -> str:
@@ -146,6 +158,17 @@ class RankTable(_Written):
         lines += [r"\end{table}"]
         return "\n".join(lines) + "\n"
 
+    def to_html(self) -> str:
+        """A ``<figure>``: the title, the table (values right-aligned, best ``<strong>``, second ``<u>``, the arrow
+        of each metric's direction in its header) and the notes; every text escaped."""
+        head = '<th scope="col">method</th>' + "".join(
+            f'<th class="num" scope="col" title="{self.directions[c]} is better">'
+            f"{html.escape(c)} {ARROWS[self.directions[c]][0]}</th>" for c in self.columns)
+        body = [f'<tr><th scope="row">{html.escape(cells[0])}</th>'
+                + "".join(f'<td class="num">{cell}</td>' for cell in cells[1:]) + "</tr>"
+                for cells in self._cells("<strong>{}</strong>", "<u>{}</u>")]
+        return _html_figure(self.title, head, body, self.rendered_notes())
+
     def to_csv(self) -> str:
         frame = self.frame
         if self.marks:
@@ -200,6 +223,14 @@ class PlainTable(_Written):
         lines += [f"% {note}" for note in self.notes]
         lines += [r"\end{table}"]
         return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        """A ``<figure>``: the title, the table (numeric columns right-aligned) and the notes; every text escaped."""
+        align = [' class="num"' if numeric else "" for numeric in self._numeric()]
+        head = "".join(f'<th{a} scope="col">{html.escape(c)}</th>' for a, c in zip(align, self.frame.columns))
+        body = ["<tr>" + "".join(f"<td{a}>{html.escape(cell)}</td>" for a, cell in zip(align, cells)) + "</tr>"
+                for cells in self._rows()]
+        return _html_figure(self.title, head, body, self.notes)
 
     def to_csv(self) -> str:
         flags = [pl.when(pl.col(c)).then(pl.lit("yes")).when(~pl.col(c)).then(pl.lit("no")).alias(c)

@@ -1,4 +1,4 @@
-"""Write a run's rank tables (Markdown, CSV, LaTeX) from its scores and the metric directions, with their uncertainty:
+"""Write a run's rank tables (Markdown, CSV, LaTeX) from its scores and the metric directions, with their supplementary:
 bootstrap intervals of the cell means, Friedman's test with Nemenyi's CD per metric and its diagram."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import polars as pl
 
 from storage.cd_diagram import write_cd_diagrams
 from storage.files import atomic_write_bytes, resolve
+from storage.html_report import Summary, write_html
 from storage.paper import paper_tables
 from storage.ranking import (
     Direction,
@@ -22,10 +23,12 @@ from storage.ranking import (
     intervals_table,
     nan_report,
     rank_tables,
+    running_time_table,
 )
 from storage.record import RunRecord
+from storage.render import PlainTable, RankTable
 from storage.results import RunStore
-from storage.statistics import bootstrap_intervals, friedman_nemenyi
+from storage.statistics import CELL, bootstrap_intervals, friedman_nemenyi
 
 __all__ = ["unfinished_cells", "write_report"]
 
@@ -34,6 +37,24 @@ def unfinished_cells(store: RunStore, record: RunRecord) -> list[str]:
     """The record's cells (``dataset/architecture``) that have no success marker: a report of the run covers
     only what they wrote so far."""
     return [f"{c.dataset}/{c.architecture}" for c in record.cells if store.cell_done(c.dataset, c.architecture) is None]
+
+
+def _summary(store: RunStore, record: RunRecord | None, scores: pl.LazyFrame, directions: Mapping[str, Direction],
+             unfinished: list[str], notes: list[str]) -> Summary:
+    """The HTML page's summary: the record's cells with their images, those scored and whether they finished (without
+    a record: the cells scored and their images), the methods, the metrics scored, the notes."""
+    scored = scores.group_by(CELL).agg(scored=pl.col("image_id").n_unique()).collect()
+    if record is not None and record.cells:
+        planned = pl.DataFrame([{"dataset": c.dataset, "architecture": c.architecture, "images": c.images,
+                                 "finished": f"{c.dataset}/{c.architecture}" not in unfinished} for c in record.cells])
+        cells = (planned.join(scored, on=CELL, how="left").with_columns(pl.col("scored").fill_null(0))
+                 .select(*CELL, "images", "scored", "finished"))
+    else:
+        cells = scored.rename({"scored": "images"})
+    present = set(scores.select(pl.col("metric").unique()).collect()["metric"])
+    methods = sorted(scores.select(pl.col("method").unique()).collect()["method"])
+    return Summary(record.run if record is not None else Path(store.location).name, cells.sort(CELL), methods,
+                   {metric: direction for metric, direction in directions.items() if metric in present}, notes)
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -56,6 +77,10 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     (:func:`storage.statistics.bootstrap_intervals`), which decide the means table's marks. Where some metric has
     2 or more methods over 2 or more combinations, the ``friedman`` table gives Friedman's test and Nemenyi's CD per
     metric and ``cd_diagrams`` their diagrams (``figures/cd_<metric>.png``).
+
+    Last, ``html`` is the report as one page, ``index.html`` (:func:`storage.html_report.write_html`): every table,
+    diagram and file above, the overlays already in ``out/overlays`` and, for a local run, the analysis figures of
+    the run directory.
     """
     store = RunStore(os.fspath(run))
     record: RunRecord | None = None
@@ -79,20 +104,25 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     tables = rank_tables(scores, directions, diagnostics if diagnostics.height else None, intervals)
     tests = {metric: result for metric, result in friedman_nemenyi(cell_means(scores), directions).items()
              if result.defined}
-    uncertainty = {"confidence_intervals": intervals_table(intervals)}
+    supplementary = {"confidence_intervals": intervals_table(intervals)}
     if tests:
-        uncertainty["friedman"] = friedman_table(tests)
+        supplementary["friedman"] = friedman_table(tests)
+    seconds = store.saliency().select("dataset", "architecture", "method", "seconds")
+    supplementary["running_time"] = running_time_table(seconds)
     unfinished = [] if record is None else unfinished_cells(store, record)
+    notes: list[str] = []
     if unfinished:
         listed = ", ".join(unfinished[:3]) + (", …" if len(unfinished) > 3 else "")
         note = (f"Incomplete run: {len(unfinished)} of {len(record.cells)} cells have not finished ({listed}); "
                 "these tables cover the shards written so far. Rerun the job to complete it.")
+        notes.append(note)
         tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
-        uncertainty = {name: replace(table, notes=[note, *table.notes]) for name, table in uncertainty.items()}
+        supplementary = {name: replace(table, notes=[note, *table.notes]) for name, table in supplementary.items()}
     skipped = store.skipped_images()
     if skipped.height:
         note = (f"{skipped.height} image(s) could not be read and were not evaluated (skipped_images.csv says why); "
                 "every method's scores leave them out alike.")
+        notes.append(note)
         tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
     written = {name: table.write(out, name) for name, table in tables.items()}
     if skipped.height:
@@ -103,13 +133,20 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
     path = Path(out) / "nan_report.csv"
     atomic_write_bytes(*resolve(path), report.write_csv().encode())
     written["nan_report"] = [path]
+    shown: dict[str, RankTable | PlainTable] = dict(tables)
     if paper is not None:
-        seconds = store.saliency().select("dataset", "architecture", "method", "seconds")
         for name, table in paper_tables(scores, *paper, seconds).items():
             written[name] = table.write(out, name)
+            shown[name] = table
     if diagnostics.height:
-        written["diagnostics"] = diagnostics_table(diagnostics).write(out, "diagnostics")
-    written.update({name: table.write(out, name) for name, table in uncertainty.items()})
+        shown["diagnostics"] = diagnostics_table(diagnostics)
+        written["diagnostics"] = shown["diagnostics"].write(out, "diagnostics")
+    written.update({name: table.write(out, name) for name, table in supplementary.items()})
+    shown.update(supplementary)
     if tests:
         written["cd_diagrams"] = write_cd_diagrams(tests.values(), Path(out) / "figures")
+    summary = _summary(store, record, scores, directions, unfinished, notes)
+    local = None if "://" in store.location else store.location
+    written["html"] = [write_html(out, written, title=f"camgrid report: {summary.run}", tables=shown, summary=summary,
+                                  run_dir=local)]
     return written

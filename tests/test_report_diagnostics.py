@@ -112,11 +112,12 @@ def test_a_run_without_diagnostics_reports_as_before(tmp_path):
     written = write_report(tmp_path / "run")
     out = tmp_path / "run" / "report"
     expected = rank_tables(store.scores(), DIRECTIONS)
-    uncertainty = ["confidence_intervals", "friedman"]
-    assert set(written) == {*expected, "nan_report", *uncertainty, "cd_diagrams"}
+    uncertainty = ["confidence_intervals", "friedman", "running_time"]
+    assert set(written) == {*expected, "nan_report", *uncertainty, "cd_diagrams", "html"}
     assert not (out / "diagnostics.md").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["nan_report.csv", "figures", *(f"{name}.{s}" for name in [*expected, *uncertainty] for s in ("md", "csv", "tex"))])
+        ["nan_report.csv", "figures", "index.html",
+         *(f"{name}.{s}" for name in [*expected, *uncertainty] for s in ("md", "csv", "tex"))])
     assert [p.name for p in written["cd_diagrams"]] == ["cd_deletion.png", "cd_insertion.png"]
     for name, table in expected.items():
         assert not table.marks
