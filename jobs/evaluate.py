@@ -206,6 +206,7 @@ class CellEvaluator:
             store.mark_in_flight(self.plan.dataset, self.plan.architecture, self.worker,
                                  InFlight(tuple(ids), method, done))
 
+        mark(None, 0)
         try:
             yield from self._evaluate(rows, ids, mark)
         finally:
@@ -218,7 +219,6 @@ class CellEvaluator:
 
     def _evaluate(self, rows: list[dict[str, Any]], ids: list[str],
                   mark: Callable[[str | None, int], None]) -> Iterator[pa.Table]:
-        mark(None, 0)
         readable, images, masks, boxes, skipped = self._decode(rows)
         if skipped:
             yield self._skipped_rows(rows, skipped)
