@@ -12,6 +12,7 @@ import yaml
 
 from attribution.methods import method_names
 from attribution.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, load_model
+from jobs.analyze.cli import analyze
 from jobs.progress import is_terminal
 from jobs.run_log import log_path, run_log
 
@@ -321,6 +322,8 @@ def spec_schema() -> None:
 
     click.echo(json.dumps(spec_json_schema(), indent=2, sort_keys=True, ensure_ascii=False))
 
+
+main.add_command(analyze)
 
 if __name__ == "__main__":
     main()
