@@ -14,6 +14,7 @@ import click
 
 from attribution.models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from attribution.models.weights import WeightsUnavailableError
+from jobs.analyze.clip import clip_command
 from jobs.analyze.grids import check_budgets, parse_alphas, parse_counts
 from jobs.analyze.remote import run_on_cluster
 
@@ -47,7 +48,8 @@ def _common(command: Callable) -> Callable:
 
 @click.group()
 def analyze() -> None:
-    """The appendix analyses of Expected Grad-CAM: convergence in M and N (App. B), saturation (App. C.1)."""
+    """The appendix analyses of Expected Grad-CAM: convergence in M and N (App. B), saturation (App. C.1), CLIP
+    prompts (App. F; pip install "camgrid[clip]")."""
 
 
 @analyze.command()
@@ -154,3 +156,6 @@ def _write(write: Callable):
         return write()
     except OSError as err:
         raise click.ClickException(f"cannot write the results: {err}") from None
+
+
+analyze.add_command(clip_command)
