@@ -78,12 +78,19 @@ def _wide(long: pl.LazyFrame, value: str, metrics: list[str]) -> pl.DataFrame:
 
 
 def _notes(means: pl.LazyFrame) -> list[str]:
+    """One line per metric and count of undefined values, naming the methods it holds for ("every method" when all
+    do): a metric undefined for the images without a mask is one line, not one per method."""
     report = (means.group_by("method", "metric").agg(pl.col("n_nan").sum(), pl.col("n").sum(),
                                                      undefined_cells=pl.col("mean").is_null().sum())
-              .filter(pl.col("n_nan") > 0).sort("method", "metric").collect())
-    return [f"{r['method']} / {r['metric']}: {r['n_nan']} of {r['n']} values undefined (NaN)"
+              .collect())
+    methods = report["method"].n_unique()
+    groups = (report.filter(pl.col("n_nan") > 0)
+              .group_by("metric", "n_nan", "n", "undefined_cells").agg(pl.col("method").sort())
+              .sort("metric", "n_nan", "n", "undefined_cells"))
+    return [f"{r['metric']}: {r['n_nan']} of {r['n']} values undefined (NaN)"
             + (f", no mean in {r['undefined_cells']} combination(s)" if r["undefined_cells"] else "")
-            for r in report.iter_rows(named=True)]
+            + (" for every method" if len(r["method"]) == methods > 1 else f" for {', '.join(r['method'])}")
+            for r in groups.iter_rows(named=True)]
 
 
 def diagnostics_frame(cells: Iterable[CellRecord]) -> pl.DataFrame:

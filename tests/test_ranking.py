@@ -54,8 +54,8 @@ def test_tables_by_hand(scores):
     assert column(ranks, "mean rank") == pytest.approx({"A": 1.75, "B": 2.375, "C": 1.5})
     assert column(tables["ranks_dataset_d1"], "ins") == pytest.approx({"A": 1.5, "B": 3.0, "C": 1.5})
     assert column(tables["ranks_architecture_a1"], "del") == column(ranks, "del")
-    assert means.notes == ["B / del: 1 of 4 values undefined (NaN)",
-                           "C / ins: 2 of 4 values undefined (NaN), no mean in 1 combination(s)"]
+    assert means.notes == ["del: 1 of 4 values undefined (NaN) for B",
+                           "ins: 2 of 4 values undefined (NaN), no mean in 1 combination(s) for C"]
 
 
 def test_best_bold_second_underlined(scores):
@@ -66,7 +66,7 @@ def test_best_bold_second_underlined(scores):
     assert "| C | **0.200** | **0.700** |" in markdown and "| A | <u>0.350</u> | <u>0.500</u> |" in markdown
     assert "| B | 0.450 | **0.650** |" in markdown and "- Tied within their intervals (marked alike, no win): ins best: B, C" \
         in markdown
-    assert "| method | del ↓ | ins ↑ |" in markdown and "- C / ins: 2 of 4 values undefined" in markdown
+    assert "| method | del ↓ | ins ↑ |" in markdown and "- ins: 2 of 4 values undefined" in markdown
     latex = means.to_latex()
     assert r"C & \textbf{0.200} & \textbf{0.700} \\" in latex and r"\textbf{0.650}" in latex
     assert r"\underline{0.500}" in latex
