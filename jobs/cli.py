@@ -66,22 +66,12 @@ def explain(images, model_name, weights, layer, methods, params, out, device, re
 
 def _device(name: str | None) -> str:
     """The torch device ``name`` (default: cuda when there is a GPU), or a usage error saying what this machine has."""
-    import torch
+    from jobs.devices import torch_device
 
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise click.BadParameter(str(err).splitlines()[0], param_hint="--device") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (device.index or 0) >= count:
-            raise click.BadParameter(f"{name}: this machine has {count} CUDA device(s); use --device cpu",
-                                     param_hint="--device")
-    elif device.type != "cpu":
-        raise click.BadParameter(f"{name}: use cpu or cuda[:N]", param_hint="--device")
-    return str(device)
+        return torch_device(name)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
 
 
 @main.command()

@@ -21,6 +21,7 @@ from attribution.models import DEFAULT_ARCHITECTURE, LoadedModel, load_model
 from jobs.analyze.convergence import MSweep, NSweep, Subject, m_sweep, n_sweep
 from jobs.analyze.grids import parse_alphas, parse_budget, parse_budgets
 from jobs.analyze.saturation import SaturationCurves, saturation_curves
+from jobs.devices import torch_device
 from jobs.explain import manifest_reference_features
 
 __all__ = [
@@ -47,7 +48,7 @@ class ModelSetting:
     device: str | None = None
 
     def load(self) -> LoadedModel:
-        return load_model(self.name, self.weights, layer=self.layer, device=_device(self.device))
+        return load_model(self.name, self.weights, layer=self.layer, device=torch_device(self.device))
 
 
 @dataclass(frozen=True)
@@ -175,18 +176,3 @@ def _check_pool(count: int, channels: int, allow: bool) -> None:
         raise ValueError(f"R = {count} reference images span at most {count + 1} < K = {channels} directions, so "
                          f"rank(M̂) < K at every M and the M = K transition cannot show; use ≥ {channels - 1} "
                          "references (-r, --references) or pass --allow-rank-deficient")
-
-
-def _device(name: str | None) -> str:
-    """``name``, or cuda when this machine has a GPU; a one-line ``ValueError`` for a device it lacks."""
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(str(err).splitlines()[0]) from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name}: use cpu or cuda[:N]")
-    return str(device)
