@@ -64,6 +64,19 @@ def test_packaged_efficientnet_lite0_classifies_sample_photos(lite0):
         assert predicted in SAMPLE_PHOTOS[name], f"{name} → {categories[predicted]}"
 
 
+def test_channels_last_weights_change_no_value(lite0):
+    assert lite0.spec.channels_last and lite0.model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    photos = dict(sample_images())
+    x = torch.stack([lite0.preprocessing(photos[name]) for name in ("coffee", "chelsea")])
+    x = torch.nn.functional.interpolate(x, size=96, mode="bilinear")  # Score-CAM: 2 × 192 passes
+    contiguous = load_model("efficientnet_lite0")
+    contiguous.model.to(memory_format=torch.contiguous_format)
+    assert contiguous.model.conv_stem.weight.is_contiguous()
+    for method in ("gradcam", "scorecam"):
+        maps = [create_method(method).bind(loaded.model, "blocks.5")(x).raw for loaded in (lite0, contiguous)]
+        torch.testing.assert_close(maps[0], maps[1], rtol=1e-4, atol=1e-5 * float(maps[1].abs().max()))
+
+
 @pytest.mark.parametrize("variant", [1, 2])
 def test_other_packaged_lite_weights_load(variant):
     loaded = load_model(f"efficientnet_lite{variant}")

