@@ -86,7 +86,10 @@ def _device(name: str | None) -> str:
 @click.option("--report/--no-report", default=True, show_default=True, help="write the rank tables when done")
 @click.option("--verbose", is_flag=True, help="show Ray's own warnings on the console too (they always go to the "
                                               "run's camgrid.log)")
-def run(spec, out, address, paths, settings, report, verbose) -> None:
+@click.option("--executor", type=click.Choice(["auto", "ray", "local"]), default="auto", show_default=True,
+              help="ray: Ray's actors (embedded, or the --address cluster); local: this process, one cell at a time "
+                   "on its device; auto: local on one machine with at most one GPU and no --address, else ray")
+def run(spec, out, address, paths, settings, report, verbose, executor) -> None:
     """Run (or resume) the grid SPEC: a preset name or a YAML file.
 
     \b
@@ -99,6 +102,7 @@ def run(spec, out, address, paths, settings, report, verbose) -> None:
     """
     import logging
 
+    from jobs.local import choose_executor
     from jobs.pipeline import GridFailedError, GridInterruptedError, run_grid
     from jobs.spec import SpecError, load_spec
     from storage.results import RunInUseError
@@ -110,9 +114,12 @@ def run(spec, out, address, paths, settings, report, verbose) -> None:
     except (SpecError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     location = out or grid.output.format(name=grid.name)
+    if executor == "auto":
+        executor = choose_executor(grid, address)
     with run_log(log_path(location, grid.name), verbose) as log:
         try:
-            summary = run_grid(grid, location, address=address, echo=click.echo, live=is_terminal(sys.stdout))
+            summary = run_grid(grid, location, address=address, echo=click.echo, live=is_terminal(sys.stdout),
+                               executor=executor)
         except GridInterruptedError as err:  # a thread still inside Ray would hold the interpreter's exit
             click.echo(f"Error: {err}", err=True)
             sys.stdout.flush()

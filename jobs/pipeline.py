@@ -21,6 +21,9 @@ marker) and shards (both parts present) are skipped, a half-done shard is redone
 pipeline fails (an actor's exception, a lost node) is rerun up to ``resources.retries`` times,
 each rerun resuming from the shards already written; actors killed mid-run are restarted by Ray
 and their tasks retried.
+
+With ``executor="local"`` (:mod:`jobs.local`) both stages run the same callable classes in this process instead,
+one cell after another, and write through the same assembler.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -42,6 +46,7 @@ import torch
 from attribution.channel_scaling import Diagnostics
 from jobs.assemble import ShardAssembler
 from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, check_reference_features, features_by_pool, supplied
+from jobs.local import Executor, local_batches, local_placement
 from jobs.plan import IMAGE_COLUMNS, REFERENCE_COLUMNS, CellPlan, plan_cells, regime_warnings
 from jobs.progress import CellProgress, GridProgress, format_duration
 from jobs.ray_setup import Placement, configure_data, mapped, placement, start_ray
@@ -75,9 +80,22 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)  # driver-side: planning, ray start, writing
 
 
-def _cell_dataset(plan: CellPlan, shards: list[int], place: Placement, evaluator: type[CellEvaluator]):
+def _batches(files: list[str], columns: list[str], wanted: list[str], batch_size: int, callable_class: type,
+             plan: CellPlan, place: Placement) -> Iterator[pa.Table]:
+    """The output batches of ``callable_class`` over the ``wanted`` rows of ``files``: from the cell's Ray actors,
+    or from this process where the run executes locally."""
+    if place.executor == "local":
+        return local_batches(files, columns, wanted, batch_size, callable_class, plan, place)
+    # prefetch_batches=0: by default the iterator holds each batch back until the next one is ready, so with
+    # minutes per batch the progress (and the shard writes) would lag a batch behind
+    return mapped(files, columns, wanted, batch_size, callable_class, plan, place).iter_batches(
+        batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+
+
+def _cell_batches(plan: CellPlan, shards: list[int], place: Placement,
+                  evaluator: type[CellEvaluator]) -> Iterator[pa.Table]:
     wanted = sorted(i for s in shards for i in plan.images[s])
-    return mapped([plan.files[s] for s in shards], IMAGE_COLUMNS, wanted, plan.batch_size, evaluator, plan, place)
+    return _batches([plan.files[s] for s in shards], IMAGE_COLUMNS, wanted, plan.batch_size, evaluator, plan, place)
 
 
 REFERENCE_BATCH = 32
@@ -116,8 +134,8 @@ def _compute_reference_features(
     total, done, started = len(references.ids), 0, time.perf_counter()
     progress.echo(f"[{plan.name}] reference features: {total} images from {references.manifest}")
     batch_size = max(1, min(REFERENCE_BATCH, -(-total // place.actors_per_cell)))  # every actor gets work
-    batches = mapped(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), batch_size,
-                      featurizer, plan, place).iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+    batches = _batches(list(references.files.values()), REFERENCE_COLUMNS, list(references.ids), batch_size,
+                       featurizer, plan, place)
     step = max(batch_size, total // 10)  # about ten progress lines
     parts = []
     for batch in batches:
@@ -229,12 +247,7 @@ def _run_cell(
                 diagnostics = _reference_stage(store, plan, place, featurizer, progress)
                 _record_diagnostics(store, plan, diagnostics, progress)
                 cell.status = "running"
-            # prefetch_batches=0: by default the iterator holds each batch back until the next one is
-            # ready, so with minutes per batch the progress (and the shard writes) would lag a batch behind
-            batches = _cell_dataset(plan, pending, place, evaluator).iter_batches(
-                batch_size=None, batch_format="pyarrow", prefetch_batches=0
-            )
-            for batch in batches:
+            for batch in _cell_batches(plan, pending, place, evaluator):
                 if stop.is_set():
                     raise _Stopped
                 wrote = assembler.add(batch)
@@ -340,10 +353,13 @@ def run_grid(
     num_cpus: int | None = None,
     evaluator: type[CellEvaluator] = CellEvaluator,
     featurizer: type[ReferenceFeaturizer] = ReferenceFeaturizer,
+    executor: Executor = "ray",
 ) -> RunSummary:
     """Run (or resume) every cell of ``spec`` into the run directory ``out``.
 
     ``address``: a running Ray cluster (default: Ray embedded here, with ``num_cpus`` logical CPUs).
+    ``executor``: ``"ray"``, or ``"local"``: no Ray, the cells one after another in this process on its device
+    (:mod:`jobs.local`; :func:`jobs.local.choose_executor` says when that loses nothing).
     ``echo`` receives the console's lines; ``live``: a progress bar per cell on the terminal instead of
     progress lines (:class:`jobs.progress.GridProgress`).
     ``evaluator``: the callable class the actors run per batch (a subclass of :class:`CellEvaluator`
@@ -354,16 +370,18 @@ def run_grid(
     once). Raises :class:`GridFailedError` naming the cells that did not finish after their retries, and
     :class:`GridInterruptedError` on Ctrl-C; everything written stays in ``out`` and a rerun resumes it.
     """
+    if executor not in ("ray", "local"):
+        raise ValueError(f"executor {executor!r} unknown; choose ray or local")
+    if executor == "local" and address:
+        raise ValueError(f"executor 'local' runs in this process: it cannot use the Ray cluster at {address}")
     store = RunStore(os.fspath(out))
     with store.lock():
-        return _run_locked(spec, store, address, echo, live, num_cpus, evaluator, featurizer)
+        return _run_locked(spec, store, address, echo, live, num_cpus, evaluator, featurizer, executor)
 
 
 def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Callable[[str], None], live: bool,
                 num_cpus: int | None, evaluator: type[CellEvaluator],
-                featurizer: type[ReferenceFeaturizer]) -> RunSummary:
-    import ray
-
+                featurizer: type[ReferenceFeaturizer], executor: Executor) -> RunSummary:
     started = time.perf_counter()
     run = f"{spec.name}-{spec.fingerprint()}"
     plans = plan_cells(spec, run, store.location)
@@ -371,22 +389,26 @@ def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Call
         echo(f"warning: {line}")
     _record(spec, store, run, plans)
     timings = {"plan": time.perf_counter() - started}
-    start_ray(address, num_cpus)
-    timings["ray_start"] = time.perf_counter() - started - timings["plan"]
-    configure_data(spec)
-    place = placement(spec, ray.cluster_resources())
+    if executor == "local":
+        place = local_placement()
+    else:
+        import ray
+
+        start_ray(address, num_cpus)
+        timings["ray_start"] = time.perf_counter() - started - timings["plan"]
+        configure_data(spec)
+        place = placement(spec, ray.cluster_resources())
     echo(
         f"run {run}: {len(plans)} cells, {sum(p.total for p in plans)} images, {len(spec.methods)} methods, "
         f"{len(spec.metrics)} metrics → {store.location}"
     )
-    per_actor = f"{place.gpus_per_actor:g} GPU" if place.gpus_per_actor else f"{place.cpus_per_actor:g} CPU"
-    echo(
-        f"placement: {place.concurrent_cells} cell(s) at once, {place.actors_per_cell} actor(s) per cell, "
-        f"{per_actor} per actor"
-    )
+    echo(_placement_line(place))
     progress = GridProgress(echo, live=live)
     try:
-        cells = _run_cells(store, plans, place, spec.resources.retries, progress, evaluator, featurizer)
+        if place.executor == "local":
+            cells = _run_cells_here(store, plans, place, spec.resources.retries, progress, evaluator, featurizer)
+        else:
+            cells = _run_cells(store, plans, place, spec.resources.retries, progress, evaluator, featurizer)
     finally:
         progress.close()
     summary = RunSummary(run, store.location, {c.name: c for c in cells}, time.perf_counter() - started, timings)
@@ -399,6 +421,15 @@ def _run_locked(spec: GridSpec, store: RunStore, address: str | None, echo: Call
             + f". Results so far are in {store.location}; rerun the same command to resume."
         )
     return summary
+
+
+def _placement_line(place: Placement) -> str:
+    if place.executor == "local":
+        device = "its GPU" if place.gpus_per_actor else f"{place.torch_threads} CPU threads"
+        return f"placement: in this process without Ray (one machine, one device), one cell at a time on {device}"
+    per_actor = f"{place.gpus_per_actor:g} GPU" if place.gpus_per_actor else f"{place.cpus_per_actor:g} CPU"
+    return (f"placement: {place.concurrent_cells} cell(s) at once, {place.actors_per_cell} actor(s) per cell, "
+            f"{per_actor} per actor")
 
 
 def _poll_workers(store: RunStore, plans: list[CellPlan], progress: GridProgress) -> None:
@@ -427,6 +458,29 @@ def _quiet_teardown() -> None:
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     threading.excepthook = lambda args: None
+
+
+def _run_cells_here(store: RunStore, plans: list[CellPlan], place: Placement, retries: int, progress: GridProgress,
+                    evaluator: type[CellEvaluator], featurizer: type[ReferenceFeaturizer]) -> list[CellProgress]:
+    """Every cell, one after another, in this thread; a second thread reports progress within the batches.
+    Ctrl-C stops the computation where it is: :class:`GridInterruptedError` says what stays."""
+    finished = threading.Event()
+
+    def poll() -> None:
+        while not finished.wait(progress.min_interval_s):
+            _poll_workers(store, plans, progress)
+
+    poller = threading.Thread(target=poll, name="camgrid-progress", daemon=True)
+    poller.start()
+    try:
+        return [_run_cell(store, plan, place, retries, progress, evaluator, featurizer) for plan in plans]
+    except KeyboardInterrupt:
+        progress.echo("interrupted: every shard written so far stays")
+        raise GridInterruptedError(f"interrupted; results so far are in {store.location}: rerun the same command "
+                                   "to resume") from None
+    finally:
+        finished.set()
+        poller.join()
 
 
 def _run_cells(store: RunStore, plans: list[CellPlan], place: Placement, retries: int, progress: GridProgress,

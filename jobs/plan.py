@@ -219,7 +219,7 @@ def _reference_plan(spec: GridSpec, dataset: DatasetSpec, manifest: Manifest, si
     if wanted == 0:
         return None
     location = spec.reference_location(dataset)
-    source = manifest if location is None else _open(spec, dataset, location, "references")
+    source = manifest if location is None else _open(spec, dataset, location, "references", wanted)
     rows = [r for r in source.table.select(["image_id", "label", "shard"]).to_pylist()
             if r["image_id"] not in explained]
     sizes, note = _fit_to_source(spec, dataset, source.location, location is None, len(rows), sizes)
@@ -274,11 +274,15 @@ def _select(spec: GridSpec, manifest: Manifest, excluded: set[str]) -> dict[int,
     return {s: tuple(sorted(ids)) for s, ids in images.items()}
 
 
-def _open(spec: GridSpec, dataset: DatasetSpec, location: str, field_name: str) -> Manifest:
+def _open(spec: GridSpec, dataset: DatasetSpec, location: str, field_name: str,
+          images: int | None = None) -> Manifest:
+    """The manifest at ``location``; a bundled reference pool is built (once, into the cache) with ``images``
+    crops: the pools' size, all of which are drawn."""
     if location.startswith("bundled:"):
         from storage.builders import demo_manifest, demo_references_manifest
 
-        bundled = {"bundled:demo": demo_manifest, "bundled:demo_references": demo_references_manifest}
+        bundled = {"bundled:demo": demo_manifest,
+                   "bundled:demo_references": lambda: demo_references_manifest(n=images) if images else demo_references_manifest()}
         if location not in bundled:
             raise SpecError(f"{spec.source}: datasets.{dataset.name}.{field_name}: unknown bundled manifest "
                             f"{location!r}; bundled: {', '.join(bundled)}")

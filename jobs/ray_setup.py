@@ -23,13 +23,15 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 @dataclass(frozen=True)
 class Placement:
-    """Resources of each actor and how many cells run at once."""
+    """Resources of each actor and how many cells run at once; ``executor``: Ray's actors, or this process
+    (:mod:`jobs.local`) standing for a cell's one actor."""
 
     actors_per_cell: int
     gpus_per_actor: float
     cpus_per_actor: float
     concurrent_cells: int
     torch_threads: int
+    executor: str = "ray"
 
     def actor_resources(self) -> dict[str, float]:
         """``map_batches`` resources: GPU actors ask for GPUs only (Ray Data calls CPUs + GPUs experimental)."""

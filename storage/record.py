@@ -89,7 +89,8 @@ class CellMarker(_Record):
     attempts: int = 1
     bytes_written: int = 0
     write_seconds: float = 0.0
-    placement: dict[str, float | int] = Field(default_factory=dict, description="the actors' resources")
+    placement: dict[str, float | int | str] = Field(default_factory=dict,
+                                                    description="the actors' resources and the executor (ray, local)")
     diagnostics: dict[str, DiagnosticValues] = Field(default_factory=dict)
 
 

@@ -105,3 +105,15 @@ class SlowMethodsEvaluator(CellEvaluator):
 
         time.sleep(float(os.environ.get("CAMGRID_TEST_METHOD_SECONDS", "3")))
         return super()._attribute(name, bound, images, targets, seeds, ids)
+
+
+class InterruptingEvaluator(CellEvaluator):
+    """Ctrl-C arrives during the second batch, once (the local executor computes in the driver's main thread)."""
+
+    calls = 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        type(self).calls += 1
+        if type(self).calls == 2 and _claim("interrupted"):
+            raise KeyboardInterrupt
+        return super().__call__(batch)

@@ -243,6 +243,12 @@ def test_results_do_not_depend_on_batch_size_or_workers(state, manifest, baselin
     assert_same_scores(scores(tmp_path / "other"), scores(baseline[0]))
 
 
+def test_the_local_executor_writes_the_same_rows_as_rays_actors(baseline, manifest, tmp_path):
+    run(grid_spec(manifest), tmp_path / "local", executor="local")
+    assert RunStore(str(tmp_path / "local")).cell_done("demo", "lite0").placement["executor"] == "local"
+    assert_same_scores(scores(tmp_path / "local"), scores(baseline[0]))
+
+
 def test_a_model_failure_is_retried_and_every_row_lands_once(state, manifest, baseline, tmp_path):
     from job_faults import RaisingOnceEvaluator
 
