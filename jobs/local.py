@@ -51,17 +51,27 @@ def local_placement() -> Placement:
 
 def local_batches(files: list[str], columns: list[str], wanted: list[str], batch_size: int, callable_class: type,
                   plan: CellPlan, place: Placement) -> Iterator[pa.Table]:
-    """What :func:`jobs.ray_setup.mapped` computes, here: the ``wanted`` rows of ``files`` in batches of
-    ``batch_size`` (a file's last batch may be smaller) through one instance of ``callable_class``."""
+    """What :func:`jobs.ray_setup.mapped` computes, here: the ``wanted`` rows of ``files``, file after file, in
+    batches of ``batch_size`` that span files as Ray's repartition does (the last may be smaller), through one
+    instance of ``callable_class``."""
     instance = callable_class(plan=plan, torch_threads=place.torch_threads)
     value_set = pa.array(wanted, type=pa.string())
+    pending: pa.Table | None = None
     for file in files:
         filesystem, path = resolve(file)
         table = pq.read_table(path, columns=columns, filesystem=filesystem)
         table = table.filter(pc.is_in(table.column("image_id"), value_set=value_set))
-        for start in range(0, table.num_rows, batch_size):
-            output = instance(table.slice(start, batch_size))
-            if isinstance(output, pa.Table):
-                yield output
-            else:
-                yield from output
+        pending = table if pending is None else pa.concat_tables([pending, table])
+        while pending.num_rows >= batch_size:
+            yield from _outputs(instance(pending.slice(0, batch_size)))
+            pending = pending.slice(batch_size)
+    if pending is not None and pending.num_rows:
+        yield from _outputs(instance(pending))
+
+
+def _outputs(output: pa.Table | Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """A callable's output batches: one table (the featurizer) or a table per method (the evaluator)."""
+    if isinstance(output, pa.Table):
+        yield output
+    else:
+        yield from output

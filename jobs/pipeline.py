@@ -432,9 +432,11 @@ def _placement_line(place: Placement) -> str:
             f"{per_actor} per actor")
 
 
-def _poll_workers(store: RunStore, plans: list[CellPlan], progress: GridProgress) -> None:
+def _poll_workers(store: RunStore, plans: list[CellPlan], progress: GridProgress,
+                  delivered_whole: bool = True) -> None:
     """Progress within the batches of running cells, from their workers' in-flight records: the methods being
-    computed and the maps finished (Ray Data hands the driver a batch's rows only when the whole batch is done)."""
+    computed and, where a batch's rows reach the driver only when the whole batch is done (``delivered_whole``:
+    Ray Data), the maps its records say are finished (the local executor delivers each method's rows at once)."""
     for plan in plans:
         cell = progress.cells.get(plan.name)
         if cell is None or cell.status != "running":
@@ -442,7 +444,8 @@ def _poll_workers(store: RunStore, plans: list[CellPlan], progress: GridProgress
         delivered = cell.maps_delivered  # read first: a batch delivered after this has already left the records
         batches = store.in_flight(plan.dataset, plan.architecture).values()
         cell.computing = tuple(sorted({batch.method for batch in batches if batch.method is not None}))
-        cell.maps_done = max(cell.maps_done, delivered + sum(b.methods_done * len(b.images) for b in batches))
+        in_flight = sum(b.methods_done * len(b.images) for b in batches) if delivered_whole else 0
+        cell.maps_done = max(cell.maps_done, delivered + in_flight)
         progress.update(cell)
 
 
@@ -468,7 +471,7 @@ def _run_cells_here(store: RunStore, plans: list[CellPlan], place: Placement, re
 
     def poll() -> None:
         while not finished.wait(progress.min_interval_s):
-            _poll_workers(store, plans, progress)
+            _poll_workers(store, plans, progress, delivered_whole=False)
 
     poller = threading.Thread(target=poll, name="camgrid-progress", daemon=True)
     poller.start()

@@ -174,7 +174,7 @@ def test_pool_is_not_degenerate_for_a_random_conv_net(pool200):
 
 
 def test_the_demo_fits_expected_gradcam_at_full_rank(tmp_path):
-    """The offline demo's reference pool gives rank(M̂) = K = 320, and Expected Grad-CAM's map is nonzero on
+    """The offline demo's reference pool gives rank(M̂) = K = 192, and Expected Grad-CAM's map is nonzero on
     every demo image (the regime of App. B, not a rank-4 fit to three photos): the job's stages in this process."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -202,8 +202,8 @@ def test_the_demo_fits_expected_gradcam_at_full_rank(tmp_path):
     features = features_by_pool(table)
     method = supplied(plan.methods["expected_gradcam"], features, plan.model.preprocessing.black)
     diagnostics = method.fit_diagnostics(features["fit"].shape[1])
-    assert diagnostics.rank == diagnostics.channels == 320 and diagnostics.full_rank
-    assert diagnostics.references == 384 and diagnostics.perturbations == 640
+    assert diagnostics.rank == diagnostics.channels == 192 and diagnostics.full_rank
+    assert diagnostics.references == 240 and diagnostics.perturbations == 384
     output = evaluate_in_process(plan)
     maps = {r["image_id"]: np.frombuffer(r["map"], dtype="<f4") for r in output.to_pylist()
             if r["method"] == "expected_gradcam"}

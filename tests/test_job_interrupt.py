@@ -81,7 +81,8 @@ def test_ctrl_c_stops_the_run_at_once_and_a_rerun_can_take_the_directory(manifes
         pass
 
 
-def test_a_run_prints_camgrids_lines_and_none_of_rays(manifest, tmp_path):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_a_run_prints_camgrids_lines_and_none_of_rays(manifest, tmp_path, executor):
     import ray
 
     ray.shutdown()
@@ -90,7 +91,8 @@ def test_a_run_prints_camgrids_lines_and_none_of_rays(manifest, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env.update(PYTHONPATH=str(TESTS.parent))
     done = subprocess.run([sys.executable, "-m", "jobs.cli", "run", str(tmp_path / "quiet.yaml"), "--out",
-                           str(tmp_path / "run"), "--no-report"], capture_output=True, text=True, env=env,
+                           str(tmp_path / "run"), "--no-report", "--executor", executor], capture_output=True,
+                          text=True, env=env,
                           timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
