@@ -281,8 +281,9 @@ def _open(spec: GridSpec, dataset: DatasetSpec, location: str, field_name: str,
     if location.startswith("bundled:"):
         from storage.builders import demo_manifest, demo_references_manifest
 
+        sized = {"n": images} if images else {}
         bundled = {"bundled:demo": demo_manifest,
-                   "bundled:demo_references": lambda: demo_references_manifest(n=images) if images else demo_references_manifest()}
+                   "bundled:demo_references": lambda: demo_references_manifest(**sized)}
         if location not in bundled:
             raise SpecError(f"{spec.source}: datasets.{dataset.name}.{field_name}: unknown bundled manifest "
                             f"{location!r}; bundled: {', '.join(bundled)}")

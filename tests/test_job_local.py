@@ -110,3 +110,11 @@ def test_the_executor_is_local_only_where_ray_would_add_nothing(monkeypatch):
     assert choose_executor(demo, None) == "ray"
     with pytest.raises(ValueError, match="executor 'local' runs in this process"):
         run_grid(demo, "/nonexistent/never-written", address="10.0.0.1:6379", executor="local")
+
+
+def test_cpu_work_keeps_freed_memory_where_glibc_allows():
+    import platform
+
+    from jobs.devices import retain_freed_memory
+
+    assert retain_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
