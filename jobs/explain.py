@@ -97,10 +97,21 @@ def explain_images(
         if attribution.diagnostics is not None:
             progress(f"  {name}: {attribution.diagnostics.describe()}")
         check_finite(attribution.raw)
-        maps[name] = minmax_normalize(attribution.scored(tuple(images.shape[-2:]))).cpu()
+        maps[name] = display_scale(attribution.scored(tuple(images.shape[-2:])), type(method).rectified).cpu()
         seconds[name] = time.perf_counter() - start
         progress(f"  {name:<20} {seconds[name]:7.2f} s for {len(images)} images")
     return Explanation([n for n, _ in photos], images.cpu(), targets.cpu(), labels, maps, seconds)
+
+
+def display_scale(maps: Tensor, rectified: bool, percentile: float = 99.0) -> Tensor:
+    """Maps ``(B, H, W)`` in ``[0, 1]`` for display. A CAM (``rectified``): min-max per image. A signed input-space
+    map: ``|a|`` clipped at its ``percentile``-th value per image, as PAIR ``saliency``'s VisualizeImageGrayscale
+    draws IG, Blur IG and Guided IG; min-max scaling would leave all but a few extreme pixels at one colour."""
+    if rectified:
+        return minmax_normalize(maps)
+    magnitude = maps.abs().flatten(1)
+    top = torch.quantile(magnitude.double(), percentile / 100.0, dim=1).to(maps.dtype).clamp_min(1e-12)
+    return (magnitude / top[:, None]).clamp(0.0, 1.0).reshape(maps.shape)
 
 
 def save_overlay_grid(explanation: Explanation, preprocessing: Preprocessing, path: str | Path) -> Path:

@@ -14,8 +14,8 @@ import polars as pl
 import torch
 
 from attribution.models.config import ModelConfig
-from attribution.postprocess import minmax_normalize, scored_map
-from jobs.explain import Explanation, save_overlay_grid
+from attribution.postprocess import scored_map
+from jobs.explain import Explanation, display_scale, save_overlay_grid
 from jobs.spec import parse_components
 from storage.builders import demo_manifest
 from storage.manifest import decode_image, read_manifest
@@ -31,7 +31,7 @@ def _manifest(location: str):
 def write_overlays(run: str | os.PathLike, out: str | os.PathLike, images_per_cell: int = 4) -> list[Path]:
     """One PNG per finished cell under ``out`` (``<dataset>_<architecture>.png``): rows are the cell's first
     ``images_per_cell`` images (by id), columns the methods, each map as scored (ReLU'd but for an input-space
-    method's signed map), upsampled and min-max scaled."""
+    method's signed map), upsampled and scaled by :func:`jobs.explain.display_scale`."""
     store = RunStore(os.fspath(run))
     record = store.read_record()
     configured = parse_components("method", record.config.get("methods", {}))
@@ -52,7 +52,7 @@ def write_overlays(run: str | os.PathLike, out: str | os.PathLike, images_per_ce
         for method in methods:
             _, coarse = store.maps(dataset=cell.dataset, architecture=cell.architecture, method=method, image_ids=ids)
             rectify = type(configured[method].create()).rectified if method in configured else True
-            maps[method] = minmax_normalize(scored_map(coarse, tuple(images.shape[-2:]), rectify))
+            maps[method] = display_scale(scored_map(coarse, tuple(images.shape[-2:]), rectify), rectify)
         targets = torch.tensor(frame.filter(pl.col("method") == methods[0]).sort("image_id")["target"][: len(ids)])
         labels = [rows[i]["label_name"] for i in ids]
         explanation = Explanation(ids, images, targets, labels, maps, {})

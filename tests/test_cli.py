@@ -80,3 +80,20 @@ def test_a_run_directory_that_cannot_be_written_is_one_line_and_its_traceback_go
     assert line.startswith(f"Error: {out}: cannot write the run directory (Not a directory); give another --out")
     log = line.rsplit("(details: ", 1)[1].rstrip(")")
     assert "Traceback" in open(log, encoding="utf-8").read()  # in the temporary folder: the run's cannot hold it
+
+
+def test_signed_maps_are_drawn_by_magnitude_clipped_at_the_99th_percentile():
+    import torch
+
+    from attribution.postprocess import minmax_normalize
+    from jobs.explain import display_scale
+
+    signed = torch.linspace(-1.0, 1.0, 10_000).reshape(1, 100, 100)
+    signed[0, 0, 0] = -1e4  # one extreme pixel, as IG's saturated gradients give
+    shown = display_scale(signed, rectified=False)
+    assert shown.shape == signed.shape and float(shown.max()) == 1.0 and float(shown.min()) >= 0.0
+    assert float(shown[0, 0, 0]) == 1.0 and float(shown[0, 50, 0]) < 0.01  # |a| ≈ 0 stays dark
+    assert 0.4 < float(shown[0, 75, 0]) < 0.6  # |a| ≈ 0.5 of the 99th percentile (≈ 0.98) is mid-scale
+    assert float(minmax_normalize(signed)[0, 75, 0]) > 0.99  # min-max would draw it as the top colour
+    cam = torch.rand(2, 7, 7)
+    torch.testing.assert_close(display_scale(cam, rectified=True), minmax_normalize(cam))
