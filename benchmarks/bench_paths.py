@@ -82,7 +82,14 @@ def main() -> None:
     parser.add_argument("--pair-batch", type=int, default=1, help="PAIR's points per call (IG, Blur IG)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--allocator", choices=["retained", "default"], default="retained",
+                        help="retained: jobs.devices.retain_freed_memory, as camgrid's CPU processes run (both sides "
+                             "share this process); default: glibc's thresholds")
     args = parser.parse_args()
+    if args.allocator == "retained":
+        from jobs.devices import retain_freed_memory
+
+        retain_freed_memory()
 
     torch.manual_seed(0)
     loaded = load_model(args.model, weights="none")
