@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_job_ray import METHODS, METRICS, assert_same_scores, grid_spec, scores
+from test_job_ray import METHODS, METRICS, assert_a_model_failure_is_retried, assert_same_scores, grid_spec, scores
 
 from jobs.local import choose_executor
 from jobs.pipeline import GridInterruptedError, run_grid
@@ -60,15 +60,7 @@ def test_a_local_run_writes_every_row_once_without_ray(baseline, manifest):
 
 
 def test_a_model_failure_is_retried_locally_and_every_row_lands_once(baseline, manifest, state, tmp_path):
-    from job_faults import RaisingOnceEvaluator
-
-    RaisingOnceEvaluator.calls = 0
-    lines: list[str] = []
-    run(grid_spec(manifest), tmp_path / "flaky", lines, evaluator=RaisingOnceEvaluator)
-    assert (state / "raised").exists()
-    assert any("attempt 1 failed: RuntimeError: injected model failure; resuming" in line for line in lines)
-    assert RunStore(str(tmp_path / "flaky")).cell_done("demo", "lite0").attempts == 2
-    assert_same_scores(scores(tmp_path / "flaky"), scores(baseline[0]))
+    assert_a_model_failure_is_retried(run, manifest, state, tmp_path / "flaky", baseline[0])
 
 
 def test_ctrl_c_stops_a_local_run_at_once_and_the_rerun_completes_it(baseline, manifest, state, tmp_path):

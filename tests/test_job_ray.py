@@ -250,14 +250,21 @@ def test_the_local_executor_writes_the_same_rows_as_rays_actors(baseline, manife
 
 
 def test_a_model_failure_is_retried_and_every_row_lands_once(state, manifest, baseline, tmp_path):
+    assert_a_model_failure_is_retried(run, manifest, state, tmp_path / "flaky", baseline[0])
+
+
+def assert_a_model_failure_is_retried(run_fn, manifest: str, state: Path, out: Path, baseline: Path) -> None:
+    """One model failure (the second batch, once): the attempt fails, the next resumes, and every score equals
+    the baseline's."""
     from job_faults import RaisingOnceEvaluator
 
+    RaisingOnceEvaluator.calls = 0  # in this process for the local executor
     lines: list[str] = []
-    run(grid_spec(manifest), tmp_path / "flaky", lines, evaluator=RaisingOnceEvaluator)
+    run_fn(grid_spec(manifest), out, lines, evaluator=RaisingOnceEvaluator)
     assert (state / "raised").exists()
     assert any("attempt 1 failed: RuntimeError: injected model failure; resuming" in line for line in lines)
-    assert RunStore(str(tmp_path / "flaky")).cell_done("demo", "lite0").attempts == 2
-    assert_same_scores(scores(tmp_path / "flaky"), scores(baseline[0]))
+    assert RunStore(str(out)).cell_done("demo", "lite0").attempts == 2
+    assert_same_scores(scores(out), scores(baseline))
 
 
 def test_a_killed_actor_is_replaced_and_every_row_lands_once(state, manifest, baseline, tmp_path):
