@@ -66,15 +66,12 @@ def explain(images, model_name, weights, layer, methods, params, out, device, re
 
 def _device(name: str | None) -> str:
     """The torch device ``name`` (default: cuda when there is a GPU), or a usage error saying what this machine has."""
-    from jobs.devices import retain_freed_memory, torch_device
+    from jobs.devices import compute_device
 
     try:
-        device = torch_device(name)
+        return compute_device(name)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
-    if device == "cpu":
-        retain_freed_memory()
-    return device
 
 
 @main.command()

@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 
-__all__ = ["retain_freed_memory", "torch_device"]
+__all__ = ["compute_device", "retain_freed_memory", "torch_device"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
@@ -17,8 +17,9 @@ def retain_freed_memory() -> bool:
 
     By default glibc serves every allocation above a dynamic threshold (at most 32 MiB) with its own ``mmap`` and
     unmaps it when freed, so each batch of masked images or path points (tens of MB) is page-faulted in afresh:
-    on a 2-core laptop Score-CAM spent more time in the kernel than in torch (22.7 s wall, 23.7 s system time for
-    two images at EfficientNet-Lite0's ``blocks.5``; 9.8 s and 1.1 s with both thresholds raised, as here). The
+    on a 2-core laptop Score-CAM spent more time in the kernel than in torch (23.3 s wall, 24.2 s system time for
+    two images at EfficientNet-Lite0's ``blocks.5``; 10.8 s and 1.1 s with both thresholds raised, as here:
+    ``benchmarks/bench_allocator.py``). The
     process then holds its peak memory until it exits. Both thresholds are needed: either alone changes nothing.
     True where applied (Linux with glibc), False elsewhere (a no-op)."""
     name = ctypes.util.find_library("c")
@@ -50,3 +51,11 @@ def torch_device(name: str | None) -> str:
     elif device.type != "cpu":
         raise ValueError(f"{name}: use cpu or cuda[:N]")
     return str(device)
+
+
+def compute_device(name: str | None) -> str:
+    """:func:`torch_device` for a process that computes on it: on the CPU, with :func:`retain_freed_memory`."""
+    device = torch_device(name)
+    if device == "cpu":
+        retain_freed_memory()
+    return device

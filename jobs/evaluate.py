@@ -41,7 +41,7 @@ from attribution.models import LoadedModel, Preprocessing
 from attribution.needs import POOLS, Need
 from attribution.postprocess import check_finite
 from evaluation import Batch, Metric
-from jobs.devices import retain_freed_memory
+from jobs.devices import compute_device
 from jobs.plan import IMAGE_COLUMNS, CellPlan, ReferencePlan, image_seed
 from jobs.spec import ComponentSpec, Target
 from storage.files import resolve
@@ -77,10 +77,9 @@ def pooled_metrics(plan: CellPlan) -> list[str]:
 
 def _load_cell_model(plan: CellPlan, torch_threads: int | None) -> tuple[torch.device, LoadedModel]:
     """The cell's model on this actor's device (the GPU Ray assigned, if any)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(compute_device(None))
     if device.type == "cpu":  # Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs: 1
         torch.set_num_threads(torch_threads or os.cpu_count() or 1)
-        retain_freed_memory()
     return device, plan.model.load(device)
 
 

@@ -2,7 +2,7 @@
 
 Embedded Ray on such a machine (a laptop's CPU, a workstation with one GPU) runs one cell at a time on one actor:
 the same work as here, after starting its own processes, and an actor for each of a cell's two stages that imports
-torch and loads the model again (on a 2-core laptop about 20 s a stage, and Ray's start another 7 s:
+torch and loads the model again (on a 2-core laptop 16–33 s a stage, and Ray's start another 7–9 s:
 ``benchmarks/bench_job.py first-run``). Here both stages run the same callable classes
 (:class:`jobs.evaluate.ReferenceFeaturizer`, :class:`jobs.evaluate.CellEvaluator`) on the same Parquet shards,
 and :mod:`jobs.pipeline` writes their rows through the same :class:`jobs.assemble.ShardAssembler`: the rows,
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,14 +22,11 @@ import pyarrow.parquet as pq
 import torch
 
 from jobs.plan import CellPlan
-from jobs.ray_setup import Placement
+from jobs.ray_setup import Executor, Placement
 from jobs.spec import GridSpec
 from storage.files import resolve
 
-__all__ = ["Executor", "choose_executor", "local_batches", "local_placement"]
-
-Executor = Literal["ray", "local"]
-
+__all__ = ["choose_executor", "local_batches", "local_placement"]
 
 def choose_executor(spec: GridSpec, address: str | None) -> Executor:
     """``ray`` for a cluster (``address`` or ``RAY_ADDRESS``), for more than one CUDA device, or where the spec asks

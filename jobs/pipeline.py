@@ -46,10 +46,10 @@ import torch
 from attribution.channel_scaling import Diagnostics
 from jobs.assemble import ShardAssembler
 from jobs.evaluate import CellEvaluator, ReferenceFeaturizer, check_reference_features, features_by_pool, supplied
-from jobs.local import Executor, local_batches, local_placement
+from jobs.local import local_batches, local_placement
 from jobs.plan import IMAGE_COLUMNS, REFERENCE_COLUMNS, CellPlan, plan_cells, regime_warnings
 from jobs.progress import CellProgress, GridProgress, format_duration
-from jobs.ray_setup import Placement, configure_data, mapped, placement, start_ray
+from jobs.ray_setup import Executor, Placement, configure_data, mapped, placement, start_ray
 from jobs.spec import GridSpec
 from storage.record import CellMarker, CellRecord, ModelRecord, ReferenceRecord, RunRecord, run_record
 from storage.results import RunStore

@@ -12,11 +12,14 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from jobs.plan import CellPlan
 from jobs.spec import GridSpec
 
-__all__ = ["Placement", "placement", "start_ray", "configure_data", "mapped"]
+__all__ = ["Executor", "Placement", "placement", "start_ray", "configure_data", "mapped"]
+
+Executor = Literal["ray", "local"]
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -31,7 +34,7 @@ class Placement:
     cpus_per_actor: float
     concurrent_cells: int
     torch_threads: int
-    executor: str = "ray"
+    executor: Executor = "ray"
 
     def actor_resources(self) -> dict[str, float]:
         """``map_batches`` resources: GPU actors ask for GPUs only (Ray Data calls CPUs + GPUs experimental)."""

@@ -21,7 +21,7 @@ from attribution.models import DEFAULT_ARCHITECTURE, LoadedModel, load_model
 from jobs.analyze.convergence import MSweep, NSweep, Subject, m_sweep, n_sweep
 from jobs.analyze.grids import parse_alphas, parse_budget, parse_budgets
 from jobs.analyze.saturation import SaturationCurves, saturation_curves
-from jobs.devices import retain_freed_memory, torch_device
+from jobs.devices import compute_device
 from jobs.explain import manifest_reference_features
 
 __all__ = [
@@ -48,10 +48,7 @@ class ModelSetting:
     device: str | None = None
 
     def load(self) -> LoadedModel:
-        device = torch_device(self.device)
-        if device == "cpu":
-            retain_freed_memory()
-        return load_model(self.name, self.weights, layer=self.layer, device=device)
+        return load_model(self.name, self.weights, layer=self.layer, device=compute_device(self.device))
 
 
 @dataclass(frozen=True)
