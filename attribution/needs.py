@@ -25,6 +25,7 @@ class Need(str, Enum):
     EXPLAINER = "explainer"  # the same method re-run on new inputs (images, targets → scored maps)
     CHANNEL_WEIGHTS = "channel_weights"  # a CAM's channel weights w (B, K) and its target layer
     BLACK = "black"  # the model's black image, −mean/std per channel
+    NORMALISATION = "normalisation"  # the model's input normalisation (mean, std), to score images as pixels
     FIT_REFERENCES = "fit_references"  # features h(x') of the reference pool a method fits on
     HELD_OUT_REFERENCES = "held_out_references"  # features h(x') of the disjoint pool a metric scores on
     SHARD = "shard"  # the scores compare the samples of a call: call it on a whole shard

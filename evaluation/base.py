@@ -2,7 +2,7 @@
 
 A metric scores a :class:`Batch` — saliency maps ``(B, H, W)`` at input resolution and whatever
 else it declares in ``needs`` (:class:`attribution.needs.Need`: the model, masks, boxes, a re-explainer,
-channel weights, the model's black, a reference pool, a whole shard) — and gives one float64 per
+channel weights, the model's black or its normalisation, a reference pool, a whole shard) — and gives one float64 per
 sample, on the maps' device. ``metric(maps, images=…, model=…, targets=…)`` builds the batch in one
 line; an input the batch does not know is a ``TypeError``, a missing one a ``ValueError`` naming it.
 A batch's ``memo`` belongs to its maps: metrics scoring the same batch share their curves and
@@ -16,6 +16,7 @@ silent 0. Maps are preprocessed as Quantus does by default, per metric: ``abs`` 
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from attribution.layout import FeatureLayout
 from attribution.needs import Need, reference_pool_of
+from attribution.normalisation import Normalisation
 from attribution.numerics import safe_divide
 
 __all__ = ["Batch", "Explainer", "Metric", "flat", "mark_undefined", "normalise_by_max", "safe_divide"]
@@ -67,8 +69,9 @@ class Batch:
     model's classes where the caller has them; ``boxes`` one float ``(n_i, 4)`` tensor per map of the
     explained class's ground-truth boxes ``(xmin, ymin, xmax, ymax)`` in the maps' continuous pixel
     coordinates (pixel ``(u, v)`` covers ``[u, u+1) × [v, v+1)`` and lies in a box if its centre does,
-    as :func:`storage.manifest.boxes_to_mask`), ``n_i = 0`` allowed. ``memo`` holds what metrics of
-    these maps share.
+    as :func:`storage.manifest.boxes_to_mask`), ``n_i = 0`` allowed; ``normalisation`` the model's
+    ``mean``/``std`` (its black is ``black`` where that is not given, and must equal it where it is).
+    ``memo`` holds what metrics of these maps share.
     """
 
     maps: Tensor
@@ -84,6 +87,7 @@ class Batch:
     explainer: Explainer | None = None
     predicted: Tensor | None = None
     boxes: tuple[Tensor, ...] | None = None
+    normalisation: Normalisation | None = None
     memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,8 +117,22 @@ class Batch:
             object.__setattr__(self, name, value)
         if self.black is not None:
             object.__setattr__(self, "black", tuple(float(v) for v in self.black))
+        if self.normalisation is not None:
+            self._check_normalisation(self.normalisation)
         if self.boxes is not None:
             object.__setattr__(self, "boxes", _checked_boxes(self.boxes, b))
+
+    def _check_normalisation(self, normalisation: Normalisation) -> None:
+        if not isinstance(normalisation, Normalisation):
+            raise TypeError(f"normalisation must be a Normalisation(mean, std), got {type(normalisation).__name__}")
+        if self.images is not None and self.images.shape[1] != normalisation.channels:
+            raise ValueError(f"the normalisation has {normalisation.channels} channels but the images "
+                             f"{_shape(self.images)} have {self.images.shape[1]}")
+        if self.black is None:
+            object.__setattr__(self, "black", normalisation.black)
+        elif len(self.black) != normalisation.channels or not all(
+                math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-4) for a, b in zip(self.black, normalisation.black)):
+            raise ValueError(f"black {self.black} is not the normalisation's black −mean/std = {normalisation.black}")
 
     def subset(self, index: Sequence[int]) -> Batch:
         """The samples ``index`` of this batch (with a memo of their own)."""
@@ -138,7 +156,8 @@ class Batch:
 _DESCRIBED = {"masks": "ground-truth masks", "boxes": "ground-truth boxes",
               "layer": "the method's target layer (layer=…)",
               "explainer": "an explainer (images, targets → maps) to re-explain perturbed inputs",
-              "black": "the model's black image (black = −mean/std per channel)"}
+              "black": "the model's black image (black = −mean/std per channel)",
+              "normalisation": "the model's input normalisation (normalisation=Normalisation(mean, std))"}
 _PER_SAMPLE = ("maps", "images", "targets", "masks", "seeds", "weights", "predicted", "boxes")
 
 
@@ -168,9 +187,9 @@ def _shape(value: Any) -> str:
 
 
 Direction = Literal["higher", "lower"]
-_NEED_FIELDS = {Need.MODEL: ("images", "model", "targets"), Need.MASKS: ("masks",), Need.BOXES: ("boxes",),
-                Need.EXPLAINER: ("explainer",), Need.CHANNEL_WEIGHTS: ("layer",),
-                Need.BLACK: ("black",)}  # the Batch fields that supply each need
+_NEED_FIELDS = {Need.MODEL: ("images", "model", "targets"), Need.MASKS: ("masks",), Need.BOXES: ("boxes",),  # the
+                Need.EXPLAINER: ("explainer",), Need.CHANNEL_WEIGHTS: ("layer",),  # Batch fields that supply each need
+                Need.BLACK: ("black",), Need.NORMALISATION: ("normalisation",)}
 
 
 class Metric(ABC):
@@ -208,6 +227,7 @@ class Metric(ABC):
         explainer: Explainer | None = None,
         predicted: Tensor | Sequence[int] | None = None,
         boxes: Sequence[Tensor] | None = None,
+        normalisation: Normalisation | None = None,
     ) -> Tensor:
         if isinstance(maps, Batch):
             given = [k for k, v in locals().items() if k not in ("self", "maps") and v is not None]
@@ -216,7 +236,7 @@ class Metric(ABC):
             batch = maps
         else:
             batch = Batch(maps, images, targets, model, masks, seeds, black, layer, layout, weights, explainer,
-                          predicted, boxes)
+                          predicted, boxes, normalisation)
         batch.require(self.name, *(name for need, names in _NEED_FIELDS.items() if need in self.needs
                                    for name in names))
         return self.score(batch)

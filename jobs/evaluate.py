@@ -285,9 +285,9 @@ class CellEvaluator:
                bound: BoundMethod, boxes: tuple[torch.Tensor, ...]) -> Batch:
         """What the metrics score for one method's maps: every input a metric may declare a need of."""
         return Batch(attribution.scored(tuple(images.shape[-2:])), images=images, targets=attribution.targets,
-                     model=self.loaded.model, seeds=seeds, black=self.loaded.preprocessing.black, layer=bound.layer,
-                     layout=bound.layout, weights=attribution.weights, explainer=bound.explainer(),
-                     predicted=predicted, boxes=boxes)
+                     model=self.loaded.model, seeds=seeds, layer=bound.layer, layout=bound.layout,
+                     weights=attribution.weights, explainer=bound.explainer(), predicted=predicted, boxes=boxes,
+                     normalisation=self.loaded.preprocessing.normalisation)
 
     def _score(self, batches: Mapping[Target, Batch],
                masks: list[torch.Tensor | None]) -> dict[str, tuple[list[float], float]]:

@@ -1,6 +1,6 @@
 """The job and the library give the same number for the same method, metric and parameters.
 
-The job supplies what a method or metric declares it needs (the model's black, masks, channel
+The job supplies what a method or metric declares it needs (the model's normalisation, masks, channel
 weights, the re-explainer) by one rule; a notebook passes the same inputs by keyword. Every
 default is the library's: the job adds no parameter of its own.
 """
@@ -22,6 +22,7 @@ from storage.builders import build
 from storage.manifest import decode_image, ground_truth_mask
 
 METHODS = {"gradcam": {}, "hirescam": {}}
+SIC = {"thresholds": [0.05, 0.2, 0.5], "min_pred_value": 0.0}
 METRICS = {"deletion": {"steps": 6}, "insertion": {"steps": 6}, "faithfulness_estimate": {"steps": 6},
            "infidelity": {"patch_sizes": [48]}, "average_drop": {}, "avg_sensitivity": {"nr_samples": 2},
            "completeness_gap": {}, "sparseness": {}, "relevance_mass_accuracy": {}}
@@ -80,7 +81,9 @@ def test_job_scores_equal_library_calls_with_library_defaults(manifest):
 def test_a_metric_with_its_own_target_scores_maps_of_that_target(manifest):
     spec = parse_spec({
         "name": "targets", "samples": 3, "batch_size": 3, "methods": {"gradcam": {}},
-        "metrics": {"deletion": {"steps": 6}, "deletion_pred": {"metric": "deletion", "steps": 6, "target": "predicted"}},
+        "metrics": {"deletion": {"steps": 6},
+                    "deletion_pred": {"metric": "deletion", "steps": 6, "target": "predicted"},
+                    "sic_pred": {"metric": "sic", **SIC, "target": "predicted"}},
         "datasets": {"demo": {"manifest": manifest}},
         "architectures": {"lite0": {"model": "efficientnet_lite0", "weights": "package", "input_size": 96}},
     }, "targets.yaml")
@@ -104,3 +107,9 @@ def test_a_metric_with_its_own_target_scores_maps_of_that_target(manifest):
         expected = metric(maps, images=images, model=loaded.model, targets=targets, black=loaded.preprocessing.black)
         for image_id, value in zip(ids, expected.tolist()):
             assert math.isclose(job[(image_id, "gradcam", name)], value, rel_tol=1e-5, abs_tol=1e-7), (name, image_id)
+    sic = create_metric("sic", **SIC)(bound(images, predicted).scored((96, 96)), images=images, model=loaded.model,
+                                      targets=predicted, normalisation=loaded.preprocessing.normalisation,
+                                      seeds=[image_seed(plan.seed, plan.dataset, plan.architecture, i) for i in ids])
+    assert torch.isfinite(sic).all()  # the job scores the pixels the model was given, by the model's normalisation
+    for image_id, value in zip(ids, sic.tolist()):
+        assert math.isclose(job[(image_id, "gradcam", "sic_pred")], value, rel_tol=1e-5, abs_tol=1e-7), image_id

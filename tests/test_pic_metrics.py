@@ -21,13 +21,13 @@ from torch import nn
 
 from attribution.methods.base import sample_generators
 from attribution.needs import Need
+from attribution.normalisation import Normalisation
 from evaluation import Batch, create_metric, metric_class
 from evaluation.metrics.pic import (
     PAIR_THRESHOLDS,
     curve_area,
     information_curve,
     ms_ssim,
-    pixel_images,
     random_mask,
     reveal,
     revealed_mask,
@@ -35,7 +35,7 @@ from evaluation.metrics.pic import (
 )
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-BLACK = tuple(-m / s for m, s in zip(MEAN, STD))
+IMAGENET = Normalisation(MEAN, STD)
 HALF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # black = (−1, −1, −1)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -200,10 +200,10 @@ def test_sic_and_aic_on_a_hand_made_case():
     x_a = (sizes[0] - webp_bytes(blurred)) / (webp_bytes(image) - webp_bytes(blurred))
     assert 0 < x_a < 1 and sizes[0] < sizes[1] < sizes[2]
     inputs = {"images": normalised(image[None], **HALF), "model": PatchNet(), "targets": [0],
-              "black": (-1.0, -1.0, -1.0)}
+              "normalisation": Normalisation(**HALF)}
     assert (PatchNet()(normalised(blurred[None], **HALF))[0, 0] < 0).all()  # AIC: wrong when blurred
     for name in ("sic", "aic"):
-        value = create_metric(name, thresholds=thresholds, random_fraction=0.0, **HALF)(saliency[None], **inputs)
+        value = create_metric(name, thresholds=thresholds, random_fraction=0.0)(saliency[None], **inputs)
         assert value.dtype == torch.float64 and float(value) == pytest.approx(1 - x_a / 2, abs=1e-5), name
 
 
@@ -244,10 +244,10 @@ def pair_results(pixels, maps, seeds, kind, model, thresholds=PAIR_THRESHOLDS):
 
 def test_agreement_with_pairs_pic(one_thread):
     pixels, images, maps = photo_batch(32)
-    assert (pixel_images(images, MEAN, STD) == pixels).all()
+    assert (IMAGENET.to_pixels(images) == pixels).all()
     model, seeds = EdgeNet(), torch.tensor([5, 6, 7, 8])
     targets = torch.zeros(4, dtype=torch.long)
-    inputs = {"images": images, "model": model, "targets": targets, "black": BLACK, "seeds": seeds}
+    inputs = {"images": images, "model": model, "targets": targets, "normalisation": IMAGENET, "seeds": seeds}
     batch = Batch(maps, **inputs)
     for name in ("sic", "aic"):
         ours = create_metric(name)(batch).numpy()
@@ -273,7 +273,7 @@ def test_agreement_with_pair_on_ms_ssim_information(monkeypatch, one_thread):
                         lambda image: float(ms_ssim(torch.from_numpy(image).permute(2, 0, 1)[None], original)))
     thresholds = (0.02, 0.1, 0.34, 0.75)
     model, seeds = EdgeNet(), torch.tensor([3])
-    inputs = {"images": images, "model": model, "targets": [0], "black": BLACK, "seeds": seeds}
+    inputs = {"images": images, "model": model, "targets": [0], "normalisation": IMAGENET, "seeds": seeds}
     for name in ("sic", "aic"):
         (theirs,) = pair_results(pixels, maps, seeds, name, model, thresholds)
         ours = create_metric(name, information="msssim", thresholds=thresholds)(maps, **inputs)
@@ -290,7 +290,8 @@ def test_batch_equals_singles_is_deterministic_and_shares_its_work(one_thread):
             return super().forward(x)
 
     model, seeds = Counting(), torch.tensor([3, 1, 4])
-    inputs = {"images": images, "model": model, "targets": torch.zeros(3, dtype=torch.long), "black": BLACK}
+    inputs = {"images": images, "model": model, "targets": torch.zeros(3, dtype=torch.long),
+              "normalisation": IMAGENET}
     params = {"thresholds": (0.05, 0.2, 0.5)}
     for name in ("sic", "aic"):
         metric = create_metric(name, **params)
@@ -315,8 +316,8 @@ def test_undefined_images_are_nan_with_pairs_reasons(caplog):
     ramp = (np.add.outer(np.arange(16) * 8, np.arange(16) * 4)[..., None] + np.array([0, 20, 40])).astype(np.uint8)
     images = normalised(np.stack([ramp, patch_image()]), **HALF)
     maps = torch.stack([patch_map(), patch_map()])
-    params = dict(thresholds=(4 / 256, 0.5), **HALF)
-    inputs = {"images": images, "targets": [0, 0], "black": (-1.0, -1.0, -1.0)}
+    params = dict(thresholds=(4 / 256, 0.5))
+    inputs = {"images": images, "targets": [0, 0], "normalisation": Normalisation(**HALF)}
     with caplog.at_level(logging.WARNING, logger="evaluation"):
         constant = create_metric("sic", **params)(maps, model=ConstantNet(), **inputs)
         unsure = create_metric("sic", **params)(maps[1:], model=PatchNet(gain=2.0), **dict(inputs, images=images[1:],
@@ -332,9 +333,9 @@ def test_undefined_images_are_nan_with_pairs_reasons(caplog):
 def test_needs_direction_and_registration():
     for name in ("sic", "aic"):
         assert metric_class(name).direction == "higher" and metric_class(name).category == "faithfulness"
-        assert create_metric(name).needs == {Need.MODEL, Need.BLACK}
-        assert create_metric(name, aggregate="median").needs == {Need.MODEL, Need.BLACK, Need.SHARD}
-    with pytest.raises(ValueError, match="needs the model's black image"):
+        assert create_metric(name).needs == {Need.MODEL, Need.NORMALISATION}
+        assert create_metric(name, aggregate="median").needs == {Need.MODEL, Need.NORMALISATION, Need.SHARD}
+    with pytest.raises(ValueError, match="needs the model's input normalisation"):
         create_metric("sic")(torch.rand(1, 8, 8), images=torch.rand(1, 3, 8, 8), model=ConstantNet(), targets=[0])
 
 
@@ -352,9 +353,6 @@ def test_needs_direction_and_registration():
         ({"keep_monotonous": "yes"}, "keep_monotonous must be True or False"),
         ({"num_data_points": 0}, "num_data_points must be an integer ≥ 1"),
         ({"aggregate": "max"}, "aggregate must be 'mean' or 'median'"),
-        ({"mean": (0.5, 0.5)}, "mean and std must have one value per channel each"),
-        ({"std": (0.5, 0.0, 0.5)}, "std must be a finite number > 0"),
-        ({"mean": "imagenet"}, "mean must be one number per channel"),
         ({"seed": 1.5}, "seed must be an integer"),
         ({"batch_size": 0}, "batch_size must be an integer ≥ 1"),
     ],
@@ -367,13 +365,39 @@ def test_bad_parameters_are_errors_naming_them(params, match):
 
 def test_a_normalisation_other_than_the_models_or_small_images_for_ms_ssim_are_errors():
     inputs = {"images": normalised(patch_image()[None]), "model": PatchNet(), "targets": [0]}
-    with pytest.raises(ValueError, match="give the black image .* set mean and std to the model's normalisation"):
-        create_metric("sic")(patch_map()[None], black=(-1.0, -1.0, -1.0), **inputs)
-    with pytest.raises(ValueError, match="mean and std have 3 values for images of 1 channels"):
+    with pytest.raises(ValueError, match="black \\(-1.0, -1.0, -1.0\\) is not the normalisation's black"):
+        create_metric("sic")(patch_map()[None], black=(-1.0, -1.0, -1.0), normalisation=IMAGENET, **inputs)
+    with pytest.raises(ValueError, match="the normalisation has 3 channels but the images \\(1, 1, 16, 16\\) have 1"):
         create_metric("sic")(patch_map()[None], images=torch.zeros(1, 1, 16, 16), model=PatchNet(), targets=[0],
-                             black=(-1.0,))
+                             normalisation=IMAGENET)
+    with pytest.raises(TypeError, match="normalisation must be a Normalisation"):
+        create_metric("sic")(patch_map()[None], normalisation=HALF, **inputs)
     with pytest.raises(ValueError, match="MS-SSIM with 5 scales needs images whose sides exceed 160 pixels"):
-        create_metric("sic", information="msssim")(patch_map()[None], black=BLACK, **inputs)
+        create_metric("sic", information="msssim")(patch_map()[None], normalisation=IMAGENET, **inputs)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "match"),
+    [
+        ((0.5, 0.5), (0.5, 0.5, 0.5), "mean and std must have one value per channel each; got 2 and 3"),
+        ((0.5, 0.5, 0.5), (0.5, 0.0, 0.5), "std must be > 0 per channel"),
+        ("imagenet", (0.5,), "mean must be one number per channel"),
+        ((float("nan"),), (1.0,), "mean must be finite numbers"),
+    ],
+)
+def test_a_bad_normalisation_is_an_error_naming_it(mean, std, match):
+    with pytest.raises(ValueError, match=match):
+        Normalisation(mean, std)
+
+
+def test_normalisation_round_trips_pixels_and_gives_the_black():
+    pixels = photo("chelsea", 16)[None]
+    images = normalised(pixels)
+    assert IMAGENET.black == pytest.approx(tuple(-m / s for m, s in zip(MEAN, STD)))
+    assert (IMAGENET.to_pixels(images) == pixels).all()
+    torch.testing.assert_close(IMAGENET.from_pixels(pixels, images), images)
+    batch = Batch(torch.rand(1, 16, 16), images=images, normalisation=IMAGENET)
+    assert batch.black == IMAGENET.black
 
 
 # -- IDGI's insertion scores: RISE's insertion with the probability, and its ratio to p(x) ---------------------------

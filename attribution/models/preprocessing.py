@@ -1,4 +1,4 @@
-"""Per-architecture preprocessing (resize, center crop, mean, std) and image loading."""
+"""Per-architecture preprocessing (colour mode, resize, center crop, mean, std) and image loading."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from attribution.normalisation import Normalisation
+
 ArrayLike = Any  # a (H, W) array: numpy, a tensor or nested lists
 
 __all__ = ["Preprocessing", "open_image"]
@@ -20,13 +22,22 @@ __all__ = ["Preprocessing", "open_image"]
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the short side to ``resize``, center-crop ``crop``, scale to [0, 1], normalise."""
+    """Convert to ``channels`` (3: RGB, 1: grayscale, PIL's ``"L"``), resize the short side to ``resize``,
+    center-crop ``crop``, scale to [0, 1], normalise by ``mean`` and ``std`` (one value per channel)."""
 
     resize: int
     crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     interpolation: str = "bilinear"
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"preprocessing channels must be 1 (grayscale) or 3 (RGB); got {self.channels!r}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"preprocessing mean {self.mean} and std {self.std} need one value per channel "
+                             f"({self.channels})")
 
     @classmethod
     def from_torchvision(cls, weights: Any) -> Preprocessing:
@@ -52,8 +63,8 @@ class Preprocessing:
         )
 
     def __call__(self, image: Image.Image) -> Tensor:
-        """A PIL image → a normalised ``(3, crop, crop)`` tensor."""
-        return self.transform()(image.convert("RGB"))
+        """A PIL image → a normalised ``(channels, crop, crop)`` tensor."""
+        return self.transform()(image.convert("L" if self.channels == 1 else "RGB"))
 
     def mask(self, mask: ArrayLike) -> Tensor:
         """A boolean ``(H, W)`` object mask through the same resize and crop as its image: ``(crop, crop)`` bool."""
@@ -80,8 +91,13 @@ class Preprocessing:
         """The black image after normalisation, ``−mean/std`` per channel (the baseline ``"black"`` of the metrics)."""
         return tuple(-m / s for m, s in zip(self.mean, self.std))
 
+    @property
+    def normalisation(self) -> Normalisation:
+        """The ``mean``/``std`` scaling alone, as the metrics that score pixels take it."""
+        return Normalisation(self.mean, self.std)
+
     def denormalize(self, images: Tensor) -> Tensor:
-        """Normalised ``(B, 3, H, W)`` → [0, 1] RGB, for display."""
+        """Normalised ``(B, channels, H, W)`` → [0, 1] pixels, for display."""
         mean = torch.tensor(self.mean, device=images.device)[:, None, None]
         std = torch.tensor(self.std, device=images.device)[:, None, None]
         return (images * std + mean).clamp(0, 1)

@@ -36,9 +36,9 @@ per-image values: ``aggregate="median"`` (PAIR's default) compares the samples o
 is PAIR's median aggregate over the call; a sample's value is not comparable across calls.
 
 The model takes normalised images: the pixels are ``round(255 · clip(x·std + mean, 0, 1))`` with the
-metric's ``mean``/``std`` (ImageNet's by default), checked against the batch's black (``−mean/std``,
-``Need.BLACK``), and every image is scored as the model sees its uint8 pixels, the original included,
-as PAIR's ``pred_func`` is. The maps are read as given (no ``abs``, no max-normalisation).
+model's ``mean``/``std``, the batch's normalisation (``Need.NORMALISATION``), and every image is scored as
+the model sees its uint8 pixels, the original included, as PAIR's ``pred_func`` is. The maps are read as
+given (no ``abs``, no max-normalisation).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from attribution.methods.base import sample_generators
 from attribution.needs import Need
+from attribution.normalisation import Normalisation
 from attribution.params import integer, number
 from evaluation.base import Batch, Metric, mark_undefined
 from evaluation.perturbation import class_scores, model_inputs, rows_per_pass
@@ -76,7 +77,6 @@ __all__ = [
     "curve_area",
     "information_curve",
     "ms_ssim",
-    "pixel_images",
     "random_mask",
     "reveal",
     "revealed_mask",
@@ -88,8 +88,6 @@ Aggregate = Literal["mean", "median"]
 INFORMATION: tuple[Information, ...] = ("webp", "msssim")
 AGGREGATES: tuple[Aggregate, ...] = ("mean", "median")
 PAIR_THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.10, 0.13, 0.21, 0.34, 0.5, 0.75)  # PAIR's example
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
 _WINDOW, _SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
 
@@ -192,22 +190,6 @@ def ms_ssim(
     return torch.prod(torch.stack(terms) ** powers, dim=0).mean(dim=1)
 
 
-def pixel_images(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Normalised ``(B, C, H, W)`` → ``(B, H, W, C)`` uint8 pixels, ``round(255 · clip(x·std + mean, 0, 1))``."""
-    m = torch.tensor(mean, dtype=torch.float64).reshape(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float64).reshape(1, -1, 1, 1)
-    pixels = ((images.detach().cpu().double() * s + m).clamp(0, 1) * 255).round()
-    return pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def _model_images(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], like: Tensor) -> Tensor:
-    """``(N, H, W, C)`` uint8 → the model's ``(N, C, H, W)`` input, in ``like``'s dtype and device."""
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(like.device, like.dtype) / 255
-    m = torch.tensor(mean, dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=like.dtype, device=like.device).reshape(1, -1, 1, 1)
-    return (x - m) / s
-
-
 def curve_area(x: np.ndarray, y: np.ndarray) -> float:
     """The trapezoid rule ``Σ (x_{k+1} − x_k)(y_k + y_{k+1})/2``."""
     return float((np.diff(x) * (y[1:] + y[:-1]) / 2.0).sum())
@@ -254,7 +236,6 @@ class _InformationCurve(Metric):
         keep_monotonous: the running maximum of ``ŷ`` (PAIR's default, the XRAI paper's choice).
         num_data_points: ``P``, the interpolation grid ``k/P`` (PAIR's 1000).
         aggregate: ``"mean"`` (per-sample areas) or ``"median"`` (the call's median curve, ``Need.SHARD``).
-        mean, std: the model's normalisation, one value per channel.
         seed: the random masks' seed, with each sample's seed.
         batch_size: images per forward pass (default :func:`evaluation.perturbation.rows_per_pass`).
     """
@@ -270,8 +251,6 @@ class _InformationCurve(Metric):
         keep_monotonous: bool = True,
         num_data_points: int = 1000,
         aggregate: Aggregate = "mean",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
         batch_size: int | None = None,
     ) -> None:
@@ -294,13 +273,12 @@ class _InformationCurve(Metric):
         if aggregate not in AGGREGATES:
             raise ValueError(f"{self.name}: aggregate must be 'mean' or 'median'; got {aggregate!r}")
         self.aggregate = aggregate
-        self.mean, self.std = _normalisation(mean, std)
         self.seed = integer("seed", seed)
         self.batch_size = integer("batch_size", batch_size, 1, optional=True)
 
     @property
     def needs(self) -> frozenset[Need]:
-        needs = {Need.MODEL, Need.BLACK}
+        needs = {Need.MODEL, Need.NORMALISATION}
         return frozenset(needs | {Need.SHARD} if self.aggregate == "median" else needs)
 
     @abstractmethod
@@ -309,10 +287,11 @@ class _InformationCurve(Metric):
 
     def score(self, batch: Batch) -> Tensor:
         images, model, targets = model_inputs(self.name, batch)
-        self._check_black(batch.black, images.shape[1])
+        (normalisation,) = batch.require(self.name, "normalisation")
         maps = self.prepare(batch.maps)
-        key = ("pic_evidence", self.information, self.thresholds, self.random_fraction, self.seed, self.mean, self.std)
-        evidence = batch.memoised(key, lambda: self._evidence(maps, images, model, targets, batch.seeds))
+        key = ("pic_evidence", self.information, self.thresholds, self.random_fraction, self.seed)
+        evidence = batch.memoised(key, lambda: self._evidence(maps, images, model, targets, batch.seeds,
+                                                              normalisation))
         information, scores = evidence.information, self.scores(evidence)
         unsure = scores[:, -1] < self.min_pred_value
         flat = ~unsure & (information[:, 0] >= information[:, -1])
@@ -333,20 +312,10 @@ class _InformationCurve(Metric):
             out = mark_undefined(out, torch.from_numpy(undefined).to(out.device), self.name, reason)
         return out
 
-    def _check_black(self, black: tuple[float, ...] | None, channels: int) -> None:
-        if len(self.mean) != channels:
-            raise ValueError(f"{self.name}: mean and std have {len(self.mean)} values for images of {channels} "
-                             "channels")
-        expected = tuple(-m / s for m, s in zip(self.mean, self.std))
-        if black is not None and (len(black) != channels
-                                  or not np.allclose(black, expected, rtol=1e-4, atol=1e-4)):
-            raise ValueError(f"{self.name}: mean {self.mean} and std {self.std} give the black image {expected}, but "
-                             f"the model's is {black}; set mean and std to the model's normalisation")
-
     def _evidence(self, maps: Tensor, images: Tensor, model: nn.Module, targets: Tensor,
-                  seeds: Tensor | None) -> PICEvidence:
+                  seeds: Tensor | None, normalisation: Normalisation) -> PICEvidence:
         b, _, h, w = images.shape
-        pixels = pixel_images(images, self.mean, self.std)
+        pixels = normalisation.to_pixels(images)
         saliency = maps.detach().cpu().numpy()
         generators = sample_generators(self.seed, seeds, b)
         stack = []
@@ -361,11 +330,11 @@ class _InformationCurve(Metric):
         else:
             rows = [torch.from_numpy(row).to(images.device).permute(0, 3, 1, 2) for row in revealed]
             information = np.stack([ms_ssim(row, row[-1:]).cpu().numpy() for row in rows])
-        probability, correct = self._predictions(revealed, model, targets, images)
+        probability, correct = self._predictions(revealed, model, targets, images, normalisation)
         return PICEvidence(information, probability, correct)
 
-    def _predictions(self, revealed: np.ndarray, model: nn.Module, targets: Tensor,
-                     like: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _predictions(self, revealed: np.ndarray, model: nn.Module, targets: Tensor, like: Tensor,
+                     normalisation: Normalisation) -> tuple[np.ndarray, np.ndarray]:
         b, n = revealed.shape[:2]
         flat = revealed.reshape(b * n, *revealed.shape[2:])
         rows = targets.to(like.device).repeat_interleave(n)
@@ -373,8 +342,7 @@ class _InformationCurve(Metric):
         probability, correct = [], []
         for first in range(0, len(flat), step):
             target = rows[first : first + step]
-            probs = class_scores(model, _model_images(flat[first : first + step], self.mean, self.std, like),
-                                 softmax=True)
+            probs = class_scores(model, normalisation.from_pixels(flat[first : first + step], like), softmax=True)
             probability.append(probs.gather(1, target[:, None]).squeeze(1).double().cpu())
             correct.append((probs.argmax(dim=1) == target).cpu())
         return torch.cat(probability).reshape(b, n).numpy(), torch.cat(correct).reshape(b, n).numpy()
@@ -388,17 +356,6 @@ def _thresholds(values: object) -> tuple[float, ...]:
     if out[-1] > 1 or any(b <= a for a, b in pairwise(out)):
         raise ValueError(f"{message}; got {values!r}")
     return out
-
-
-def _normalisation(mean: object, std: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    for name, values in (("mean", mean), ("std", std)):
-        if isinstance(values, str) or not isinstance(values, Sequence) or not values:
-            raise ValueError(f"{name} must be one number per channel; got {values!r}")
-    m = tuple(number("mean", v) for v in mean)  # type: ignore[union-attr]
-    s = tuple(number("std", v, 0, strict=True) for v in std)  # type: ignore[union-attr]
-    if len(m) != len(s):
-        raise ValueError(f"mean and std must have one value per channel each; got {len(m)} and {len(s)}")
-    return m, s
 
 
 @register
