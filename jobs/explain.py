@@ -27,7 +27,7 @@ __all__ = ["Explanation", "explain_images", "load_images", "manifest_reference_f
 @dataclass
 class Explanation:
     names: list[str]
-    images: Tensor  # (B, 3, H, W) normalised
+    images: Tensor  # (B, C, H, W) normalised, C = 3 or 1
     targets: Tensor  # (B,)
     labels: list[str]
     maps: dict[str, Tensor]  # method → (B, H, W) in [0, 1]
@@ -115,13 +115,13 @@ def display_scale(maps: Tensor, rectified: bool, percentile: float = 99.0) -> Te
 
 
 def save_overlay_grid(explanation: Explanation, preprocessing: Preprocessing, path: str | Path) -> Path:
-    """One row per image, one column per method: the map in 'jet' over the image."""
+    """One row per image, one column per method: the map in 'jet' over the image (a grayscale one drawn in grey)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rgb = preprocessing.denormalize(explanation.images).permute(0, 2, 3, 1).numpy()
+    rgb = preprocessing.denormalize(explanation.images).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
     methods = list(explanation.maps)
     rows, cols = len(rgb), len(methods) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)

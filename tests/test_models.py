@@ -16,6 +16,7 @@ PAPER_CHANNELS = {
     "vgg16": 512, "alexnet": 256, "resnet18": 512, "resnet50": 2048, "densenet121": 1024,
     "efficientnet_b0": 1280, "inception_v3": 2048, "convnext_tiny": 768, "vit_b_16": 768,
     "vgg16_bn": 512, "vit_base_patch16_224": 768, "deit_base_patch16_224": 768,  # Opti-CAM's (seed 003 App. A)
+    "samp_cnn_mnist": 2592, "samp_cnn_cifar10": 4608,  # SAMP's (seed 002 Table 5)
 }
 
 
@@ -24,7 +25,7 @@ def test_split_reproduces_the_model_and_has_k_channels(name):
     torch.manual_seed(0)
     loaded = load_model(name, weights="none")
     size = loaded.preprocessing.crop
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, loaded.preprocessing.channels, size, size)
     split = split_at(loaded.model, loaded.layer, loaded.layout)
     with torch.no_grad():
         feats, live = split.features(x)

@@ -46,8 +46,7 @@ class ModelConfig:
         entry = architecture(name, layer)
         preprocessing = entry.preprocessing()
         if input_size is not None:
-            preprocessing = Preprocessing(input_size, input_size, preprocessing.mean, preprocessing.std,
-                                          preprocessing.interpolation)
+            preprocessing = replace(preprocessing, resize=input_size, crop=input_size)
         return cls(name, weights, entry.target_layer, num_classes, preprocessing, entry.layout, entry.channels,
                    input_size)
 

