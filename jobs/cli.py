@@ -192,7 +192,7 @@ def manifest_build(dataset, root, out, n, seed, split, categories, reference, sh
     """Build a manifest of DATASET (see the list below) from its on-disk layout at ROOT.
 
     \b
-    Datasets: imagenet, cifar10, coco, cub200, oxford_pets, flowers102, stanford_dogs, fgvc_aircraft,
+    Datasets: imagenet, cifar10, mnist, coco, cub200, oxford_pets, flowers102, stanford_dogs, fgvc_aircraft,
     voc2007 (a row per image and class present), folder (ImageFolder), demo (bundled, needs no ROOT).
 
     The evaluation set is the builder's default split. The reference distribution that Expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import pickle
 from pathlib import Path
@@ -86,6 +87,26 @@ def cifar10(root: Path, rows: int = 12) -> np.ndarray:
             pickle.dump({b"data": train, b"labels": [0, 1], b"filenames": [b"y.png"] * 2,
                          b"batch_label": f"training batch {batch} of 5".encode()}, handle)
     return data
+
+
+def write_idx(path: Path, magic: int, data: np.ndarray, compress: bool = False) -> Path:
+    """An IDX file (MNIST's format): big-endian magic number and dimensions, then the uint8 bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = np.array([magic, *data.shape], dtype=">u4").tobytes() + data.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    return path
+
+
+def mnist(root: Path, rows: int = 12) -> np.ndarray:
+    """torchvision's download layout (MNIST/raw): the test files plain, the training files gzipped (4 images)."""
+    folder = root / "MNIST" / "raw"
+    test = np.random.default_rng(0).integers(0, 256, (rows, 28, 28), dtype=np.uint8)
+    write_idx(folder / "t10k-images-idx3-ubyte", 0x0803, test)
+    write_idx(folder / "t10k-labels-idx1-ubyte", 0x0801, np.arange(rows) % 3)
+    train = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    write_idx(folder / "train-images-idx3-ubyte.gz", 0x0803, train, compress=True)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", 0x0801, np.array([7, 8, 9, 7]), compress=True)
+    return test
 
 
 def coco(root: Path) -> dict:
@@ -259,6 +280,7 @@ def image_folder_splits(root: Path) -> None:
 TRAIN_IDS = {
     "imagenet": {"n01000000_2", "n01000000_3", "n02000000_5", "n03000000_1", "n03000000_7"},
     "cifar10": {f"data_batch_{b}_{r:05d}" for b in range(1, 6) for r in range(2)},
+    "mnist": {f"train_{r:05d}" for r in range(4)},
     "coco": {"000000000031", "000000000032"},  # the zebra images (the category built)
     "cub200": {"Black_footed_Albatross_0006", "Laysan_Albatross_0007", "Black_footed_Albatross_0008"},
     "oxford_pets": {"Abyssinian_3", "american_bulldog_3", "american_bulldog_4"},

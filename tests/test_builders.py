@@ -199,7 +199,7 @@ def _layout(name: str, root):
     if name == "fgvc_aircraft":
         layouts.aircraft(root)
         return root / "fgvc-aircraft-2013b", "test", {}
-    write = {"cifar10": layouts.cifar10, "coco": layouts.coco, "oxford_pets": layouts.pets,
+    write = {"cifar10": layouts.cifar10, "mnist": layouts.mnist, "coco": layouts.coco, "oxford_pets": layouts.pets,
              "flowers102": layouts.flowers, "stanford_dogs": layouts.dogs, "folder": layouts.image_folder_splits}
     write[name](root)
     return root, "val" if name == "coco" else "test", {"categories": ["zebra"]} if name == "coco" else {}
@@ -303,7 +303,8 @@ def test_folder_split_folders_share_one_label_space(tmp_path):
 
 
 @pytest.mark.parametrize("name, dataset, allowed", [
-    ("imagenet", "ILSVRC2012", "val, train"), ("cifar10", "CIFAR-10", "test, train"), ("coco", "COCO 2017", "val, train"),
+    ("imagenet", "ILSVRC2012", "val, train"), ("cifar10", "CIFAR-10", "test, train"), ("mnist", "MNIST", "test, train"),
+    ("coco", "COCO 2017", "val, train"),
     ("cub200", "CUB-200-2011", "train, test, all"), ("oxford_pets", "Oxford-IIIT Pet", "train (= trainval), trainval, test, all"),
     ("flowers102", "Flowers-102", "train, val, trainval, test, all"), ("stanford_dogs", "Stanford Dogs", "train, test"),
     ("fgvc_aircraft", "FGVC-Aircraft", "train, val, trainval, test"), ("folder", "ImageFolder", "all, test, train")])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from storage.builders import aircraft, cifar10, coco, cub, demo, dogs, flowers, folder, imagenet, pets, voc
+from storage.builders import aircraft, cifar10, coco, cub, demo, dogs, flowers, folder, imagenet, mnist, pets, voc
 from storage.builders.common import DatasetIndex, build_manifest
 from storage.builders.demo import (
     REFERENCE_PHOTOS,
@@ -56,6 +56,7 @@ class Builder:
 BUILDERS: dict[str, Builder] = {
     "imagenet": Builder(imagenet.index_imagenet, imagenet.VERSION, "val", 5000, "ILSVRC2012 validation (or train)"),
     "cifar10": Builder(cifar10.index_cifar10, cifar10.VERSION, "test", None, "CIFAR-10 python batches"),
+    "mnist": Builder(mnist.index_mnist, mnist.VERSION, "test", None, "MNIST IDX files"),
     "coco": Builder(coco.index_coco, coco.VERSION, "val", 500, "COCO 2017 instances, one category's union mask"),
     "cub200": Builder(cub.index_cub, cub.VERSION, "test", 500, "CUB-200-2011 with segmentations"),
     "oxford_pets": Builder(pets.index_pets, pets.VERSION, "test", 500, "Oxford-IIIT Pet with trimaps",
