@@ -6,11 +6,13 @@ model once, on the GPU Ray assigned it when there is one, and turns a batch of m
 one row per (image, method) of :data:`storage.results.ROWS_SCHEMA`: the raw coarse map, the
 seconds it took and every per-batch metric's score. Metrics that compare the images of a whole
 shard (``Need.SHARD``) are computed by the driver once the shard is complete (:mod:`jobs.assemble`).
+An image that cannot be read comes as one skipped row with the reason; so does, with the reason
+:data:`storage.results.MISCLASSIFIED`, one the model misclassifies where the dataset explains only correct ones.
 
 What a method or metric needs is supplied by one rule per need (:class:`attribution.needs.Need`):
 a reference pool's stored features as its ``reference_features``, and everything else through the
 :class:`evaluation.Batch` each method's maps are scored in — the model, targets, masks, the
-model's black, the channel weights and the method re-run as the explainer. No method or metric is
+model's normalisation and black, the channel weights and the method re-run as the explainer. No method or metric is
 named here.
 
 Seeds: every random draw of a method or metric for an image comes from
@@ -46,7 +48,7 @@ from jobs.plan import IMAGE_COLUMNS, CellPlan, ReferencePlan, image_seed
 from jobs.spec import ComponentSpec, Target
 from storage.files import resolve
 from storage.manifest import CorruptImageError, decode_image, ground_truth_mask
-from storage.results import ROWS_SCHEMA, InFlight, RunStore
+from storage.results import MISCLASSIFIED, ROWS_SCHEMA, InFlight, RunStore
 
 __all__ = ["CellEvaluator", "ReferenceFeaturizer", "check_reference_features", "evaluate_in_process",
            "features_by_pool", "pooled_metrics", "row_scores", "supplied"]
@@ -225,10 +227,22 @@ class CellEvaluator:
             yield self._skipped_rows(rows, skipped)
         if images is None:
             return
-        rows, ids = readable, [row["image_id"] for row in readable]
-        seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
         with torch.no_grad():
             predicted = self.loaded.model(images).argmax(dim=1)
+        if self.plan.explain == "correct":
+            correct = predicted.eq(torch.tensor(self.plan.targets_of("label", [row["label"] for row in readable], []),
+                                                device=predicted.device)).tolist()
+            if not all(correct):
+                yield self._skipped_rows(readable, {row["image_id"]: MISCLASSIFIED
+                                                    for row, ok in zip(readable, correct) if not ok})
+                keep = [i for i, ok in enumerate(correct) if ok]
+                if not keep:
+                    return
+                index = torch.tensor(keep, device=images.device)
+                readable, images, predicted = [readable[i] for i in keep], images[index], predicted[index]
+                masks, boxes = [masks[i] for i in keep], tuple(boxes[i] for i in keep)
+        rows, ids = readable, [row["image_id"] for row in readable]
+        seeds = torch.tensor([image_seed(self.plan.seed, self.plan.dataset, self.plan.architecture, i) for i in ids])
         labels, predicted_list = [row["label"] for row in rows], predicted.tolist()
         kinds = dict.fromkeys([self.plan.target, *self.metric_targets.values()])
         targets_of = {kind: torch.tensor(self.plan.targets_of(kind, labels, predicted_list), device=self.device)

@@ -52,7 +52,7 @@ from jobs.progress import CellProgress, GridProgress, format_duration
 from jobs.ray_setup import Executor, Placement, configure_data, mapped, placement, start_ray
 from jobs.spec import GridSpec
 from storage.record import CellMarker, CellRecord, ModelRecord, ReferenceRecord, RunRecord, run_record
-from storage.results import RunStore
+from storage.results import MISCLASSIFIED, RunStore
 
 __all__ = ["RunSummary", "GridFailedError", "run_grid"]
 
@@ -252,7 +252,8 @@ def _run_cell(
                     raise _Stopped
                 wrote = assembler.add(batch)
                 for image_id, reason in assembler.new_skips():
-                    progress.echo(f"[{plan.name}] skipped image {image_id!r}: {reason}")
+                    if reason != MISCLASSIFIED:  # excluded by the spec, counted when the cell is done
+                        progress.echo(f"[{plan.name}] skipped image {image_id!r}: {reason}")
                 cell.done = written_before + assembler.images_done
                 cell.maps_delivered = written_before * cell.methods + assembler.maps_done
                 cell.maps_done = max(cell.maps_done, cell.maps_delivered)
@@ -282,15 +283,24 @@ def _run_cell(
         cell.status = f"failed ({len(missing)} shards missing)"
         progress.update(cell, force=True)
         return cell
-    skipped = store.skipped_images().filter((pl.col("dataset") == plan.dataset)
-                                            & (pl.col("architecture") == plan.architecture)).height
-    cell.status, cell.error = ("done" if not skipped else f"done ({skipped} image{'s' * (skipped > 1)} skipped)"), None
+    reasons = store.skipped_images().filter((pl.col("dataset") == plan.dataset)
+                                            & (pl.col("architecture") == plan.architecture))["reason"]
+    skipped, excluded = int((reasons != MISCLASSIFIED).sum()), int((reasons == MISCLASSIFIED).sum())
+    cell.status, cell.error = _done_status(skipped, excluded), None
     store.mark_cell_done(plan.dataset, plan.architecture, CellMarker(
-        images=plan.total, shards=sorted(plan.images), skipped=skipped, seconds=cell.elapsed, attempts=cell.attempts,
+        images=plan.total, shards=sorted(plan.images), skipped=skipped + excluded, seconds=cell.elapsed,
+        attempts=cell.attempts,
         bytes_written=stats["bytes"], write_seconds=stats["write_seconds"], placement=asdict(place),
         diagnostics={name: diag.to_dict() for name, diag in (diagnostics or {}).items()}))
     progress.update(cell, force=True)
     return cell
+
+
+def _done_status(skipped: int, excluded: int) -> str:
+    """``done``, with the images not evaluated: unreadable (skipped) or misclassified (excluded by the spec)."""
+    notes = [f"{excluded} misclassified image{'s' * (excluded != 1)} excluded"] if excluded else []
+    notes += [f"{skipped} image{'s' * (skipped != 1)} skipped"] if skipped else []
+    return f"done ({'; '.join(notes)})" if notes else "done"
 
 
 def _cell_record(plan: CellPlan) -> CellRecord:

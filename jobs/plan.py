@@ -25,7 +25,7 @@ from attribution.models.config import ModelConfig
 from attribution.models.registry import check_weights, predicts_imagenet
 from attribution.models.weights import checkpoint_digest, checkpoint_path
 from attribution.needs import POOLS, reference_pool_of
-from jobs.spec import ArchitectureSpec, ComponentSpec, DatasetSpec, GridSpec, SpecError, Target
+from jobs.spec import ArchitectureSpec, ComponentSpec, DatasetSpec, Explain, GridSpec, SpecError, Target
 from storage.files import list_files, resolve
 from storage.manifest import Manifest, read_manifest
 from storage.sampling import hash_key, select_stratified
@@ -63,7 +63,7 @@ class CellPlan:
     files: Mapping[int, str]  # shard → manifest part (path or URI)
     images: Mapping[int, tuple[str, ...]]  # shard → image ids to explain, sorted
     target: Target  # the class each stored map explains: the label (through ``classes``) or the prediction
-    classes: Mapping[int, int] | None  # manifest label → model class; None where nothing explains the label
+    classes: Mapping[int, int] | None  # manifest label → model class; None where nothing reads the label
     references: ReferencePlan | None  # None: no method or metric draws reference images
     methods: Mapping[str, ComponentSpec]
     metrics: Mapping[str, ComponentSpec]
@@ -71,6 +71,7 @@ class CellPlan:
     batch_size: int
     location: str = ""  # the run directory (the actors read the cell's stored reference features from it)
     digest: str = ""  # of what the cell's results depend on beyond the spec: images, references, weights
+    explain: Explain = "all"  # "correct": the images the model misclassifies are excluded
 
     @property
     def name(self) -> str:
@@ -124,13 +125,15 @@ def _shard_files(manifest: Manifest) -> dict[int, str]:
 def _label_classes(
     spec: GridSpec, dataset: DatasetSpec, arch: ArchitectureSpec, manifest: Manifest, num_classes: int
 ) -> dict[int, int] | None:
-    """Manifest label → model class, where the dataset's target or a metric's is the label; else ``None``."""
+    """Manifest label → model class, where the dataset's target or a metric's is the label, or only correctly
+    classified images are explained; else ``None``."""
     by_label = [m.name for m in spec.metrics.values() if m.target == "label"]
-    if dataset.target == "predicted" and not by_label:
+    if dataset.target == "predicted" and not by_label and dataset.explain == "all":
         return None
     where = f"{spec.source}: datasets.{dataset.name}"
     if dataset.target == "predicted":
-        where += f" (metric {by_label[0]} explains the label)"
+        where += (f" (metric {by_label[0]} explains the label)" if by_label
+                  else " (explain: correct compares the prediction with the label)")
     if dataset.classes is not None:
         missing = sorted(set(manifest.class_names) - set(dataset.classes))
         if missing:
@@ -394,6 +397,7 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
                     batch_size=spec.batch_size,
                     location=location,
                     digest=_cell_digest(explained_digest, references, model, weights, classes),
+                    explain=dataset.explain,
                 )
             )
     return plans

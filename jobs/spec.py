@@ -148,6 +148,7 @@ def _entries(model: type[BaseModel]) -> Any:
 
 
 Target = Literal["label", "predicted"]
+Explain = Literal["all", "correct"]  # which drawn images a cell explains
 _SELECTORS = {"method": ("method",), "metric": ("metric", "target")}  # entry keys that are not parameters
 
 
@@ -282,12 +283,18 @@ class DatasetSpec(_Part):
 
     ``target``: ``label`` explains the ground-truth class (mapped through ``classes`` when the
     manifest's label space is not the model's), ``predicted`` the model's top-1 class.
+
+    ``explain``: ``all`` drawn images, or only the ``correct`` ones, which the model classifies correctly (its
+    top-1 class is the label's, as IDGI's evaluation, seed 004 §4.1); each other one is stored as excluded
+    (:data:`storage.results.MISCLASSIFIED`) with its shard.
     """
 
     name: SkipJsonSchema[str]  # the entry's key in `datasets`
     manifest: _Text = Field(description="the images to explain: a manifest folder or URI (may use {data}), or "
                                         "bundled:demo")
     target: Literal["label", "predicted"] = Field("label", description="the class each map explains")
+    explain: Explain = Field("all", description="all drawn images, or only those the model classifies correctly "
+                                                "(correct: its top-1 class is the label's)")
     classes: _mapping(dict[_Text, _integer(0)]) | None = Field(
         None, description="label name → model class index, when the manifest's labels are not the model's classes")
     references: _Text | None = Field(

@@ -27,7 +27,7 @@ from storage.ranking import (
 )
 from storage.record import RunRecord
 from storage.render import PlainTable, RankTable
-from storage.results import RunStore
+from storage.results import MISCLASSIFIED, RunStore
 from storage.statistics import CELL, bootstrap_intervals, friedman_nemenyi
 
 __all__ = ["unfinished_cells", "write_report"]
@@ -119,11 +119,15 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None,
         tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
         supplementary = {name: replace(table, notes=[note, *table.notes]) for name, table in supplementary.items()}
     skipped = store.skipped_images()
-    if skipped.height:
-        note = (f"{skipped.height} image(s) could not be read and were not evaluated (skipped_images.csv says why); "
-                "every method's scores leave them out alike.")
-        notes.append(note)
-        tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
+    misclassified = skipped.filter(pl.col("reason") == MISCLASSIFIED)
+    for count, what in ((skipped.height - misclassified.height, "could not be read and were not evaluated"),
+                        (misclassified.height, "are misclassified by their cell's model and were excluded, as the "
+                                               "spec explains only correctly classified images")):
+        if count:
+            note = (f"{count} image(s) {what} (skipped_images.csv lists them, with why); every method's scores "
+                    "leave them out alike.")
+            notes.append(note)
+            tables = {name: replace(table, notes=[note, *table.notes]) for name, table in tables.items()}
     written = {name: table.write(out, name) for name, table in tables.items()}
     if skipped.height:
         path = Path(out) / "skipped_images.csv"

@@ -52,8 +52,8 @@ from storage.files import (
 )
 from storage.record import CellMarker, RunRecord
 
-__all__ = ["NAME", "InFlight", "SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA", "ROWS_SCHEMA",
-           "RunInUseError", "RunStore", "saliency_table", "decode_maps"]
+__all__ = ["MISCLASSIFIED", "NAME", "InFlight", "SALIENCY_SCHEMA", "SCORES_SCHEMA", "REFERENCE_FEATURES_SCHEMA",
+           "ROWS_SCHEMA", "RunInUseError", "RunStore", "saliency_table", "decode_maps"]
 
 SALIENCY_SCHEMA = pa.schema([
     pa.field("run", pa.string(), nullable=False),
@@ -104,6 +104,8 @@ ROWS_SCHEMA = pa.schema([  # what an evaluator sends the driver: one row per (im
 ])
 
 KINDS = ("saliency", "scores")
+MISCLASSIFIED = "misclassified: the model's top-1 class is not the label's (explain: correct)"  # the reason an
+# image is excluded, not skipped: the spec explains only correctly classified images
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # what a dataset, architecture or run may be called

@@ -8,7 +8,7 @@ from test_job_ray import METHODS, METRICS, assert_a_model_failure_is_retried, as
 from jobs.local import choose_executor
 from jobs.pipeline import GridInterruptedError, run_grid
 from jobs.plan import plan_cells
-from jobs.spec import load_spec, parse_spec
+from jobs.spec import SpecError, load_spec, parse_spec
 from storage.builders import build
 from storage.results import RunStore
 
@@ -110,3 +110,57 @@ def test_cpu_work_keeps_freed_memory_where_glibc_allows():
     from jobs.devices import retain_freed_memory
 
     assert retain_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_explaining_only_correct_images_excludes_the_misclassified_ones_quietly(manifest, tmp_path):
+    """``explain: correct`` (IDGI's evaluation): the images the model misclassifies are stored as excluded, the
+    others are scored exactly as in a run of every image, the console names none of them, and a rerun adds
+    nothing."""
+    import polars as pl
+    import pyarrow.parquet as pq
+    import torch
+
+    from storage.manifest import decode_image
+    from storage.results import MISCLASSIFIED
+
+    def spec(explain: str) -> dict:  # at 224 px Lite0 classifies some of the demo's images correctly
+        return grid_spec(manifest, datasets={"demo": {"manifest": manifest, "explain": explain}},
+                         architectures={"lite0": {"model": "efficientnet_lite0", "weights": "package"}},
+                         references=None, methods={"gradcam": {}},
+                         metrics={"deletion": {"steps": 4}, "sufficiency": {"threshold": 1.0}})
+
+    (plan,) = plan_cells(parse_spec(spec("correct"), "jobtest.yaml"), "r")
+    loaded = plan.model.load()
+    rows = {r["image_id"]: r for r in pq.read_table(manifest).to_pylist()}
+    ids = sorted(i for shard in plan.images.values() for i in shard)
+    with torch.no_grad():
+        predicted = loaded.model(torch.stack([loaded.preprocessing(decode_image(rows[i])) for i in ids])).argmax(1)
+    correct = {i for i, p in zip(ids, predicted.tolist()) if plan.classes[rows[i]["label"]] == p}
+    assert 0 < len(correct) < len(ids)  # both kinds are drawn, so the test can tell them apart
+
+    out, lines = tmp_path / "correct", []
+    run(spec("correct"), out, lines)
+    frame = scores(out)
+    assert set(frame["image_id"]) == correct and frame.height == len(correct) * 2
+    store = RunStore(str(out))
+    excluded = store.skipped_images()
+    assert set(excluded["image_id"]) == set(ids) - correct and set(excluded["reason"]) == {MISCLASSIFIED}
+    assert not any("skipped image" in line for line in lines)
+    count = len(ids) - len(correct)
+    assert any(f"done ({count} misclassified image{'s' * (count > 1)} excluded)" in line for line in lines), lines
+    run(spec("all"), tmp_path / "all", [])
+    every = scores(tmp_path / "all").filter(pl.col("image_id").is_in(list(correct)))
+    assert_same_scores(frame.filter(pl.col("metric") == "deletion"), every.filter(pl.col("metric") == "deletion"))
+
+    run(spec("correct"), out, lines)
+    assert scores(out).height == frame.height and store.skipped_images().height == excluded.height
+
+
+def test_explaining_only_correct_images_needs_labels_in_the_models_classes(manifest):
+    spec = grid_spec(manifest, datasets={"demo": {"manifest": manifest, "explain": "correct", "target": "predicted"}},
+                     architectures={"lite0": {"model": "efficientnet_lite0", "weights": "none", "num_classes": 7,
+                                              "input_size": 96}})
+    with pytest.raises(SpecError, match="explain: correct compares the prediction with the label"):
+        plan_cells(parse_spec(spec, "jobtest.yaml"), "r")
+    with pytest.raises(SpecError, match="datasets.demo.explain"):
+        parse_spec(grid_spec(manifest, datasets={"demo": {"manifest": manifest, "explain": "right"}}), "jobtest.yaml")

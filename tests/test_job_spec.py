@@ -70,7 +70,7 @@ def test_the_shipped_json_schema_is_the_models_and_names_every_field():
     assert set(schema["properties"]) == top and schema["additionalProperties"] is False
     assert set(schema["required"]) == {"datasets", "architectures", "methods", "metrics"}
     dataset = schema["$defs"]["DatasetSpec"]  # an entry's name is its key, not a field
-    assert set(dataset["properties"]) == {"manifest", "target", "classes", "references"}
+    assert set(dataset["properties"]) == {"manifest", "target", "explain", "classes", "references"}
     assert schema["properties"]["datasets"]["additionalProperties"]["anyOf"][0] == {"$ref": "#/$defs/DatasetSpec"}
     assert all(field.get("description") for field in dataset["properties"].values())
 
