@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from attribution.models.config import ModelConfig
 from attribution.models.registry import check_weights, predicts_imagenet
 from attribution.models.weights import checkpoint_digest, checkpoint_path
-from attribution.needs import POOLS, reference_pool_of
+from attribution.needs import POOLS, Need, reference_pool_of
 from jobs.spec import ArchitectureSpec, ComponentSpec, DatasetSpec, Explain, GridSpec, SpecError, Target
 from storage.files import list_files, resolve
 from storage.manifest import Manifest, read_manifest
@@ -35,6 +35,7 @@ __all__ = ["CellPlan", "ReferencePlan", "plan_cells", "image_seed", "open_manife
 
 IMAGE_COLUMNS = ["image_id", "label", "label_name", "image", "image_uri", "mask", "boxes", "width", "height", "shard"]
 REFERENCE_COLUMNS = ["image_id", "image", "image_uri"]
+_DRIVER_NEEDS = frozenset({Need.SHARD, Need.BOXES})  # what a whole-shard metric gets: the stored maps and the boxes
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,24 @@ def _label_classes(
 
 def _check_metric_targets(spec: GridSpec, dataset: DatasetSpec) -> None:
     """A metric of the whole shard scores the stored maps, which explain the dataset's target: it cannot take another."""
-    from attribution.needs import Need
-
     for entry in spec.metrics.values():
         if entry.target not in (None, dataset.target) and Need.SHARD in entry.create().needs:
             raise SpecError(f"{spec.source}: metrics.{entry.name}.target: {entry.name} scores a whole shard of the stored "
                             f"maps, which explain datasets.{dataset.name}'s target ({dataset.target}); drop its target "
                             "or set the dataset's")
+
+
+def _check_pooled_needs(spec: GridSpec) -> None:
+    """A metric of the whole shard is computed by the driver, which holds the stored maps, the predictions and
+    the ground-truth boxes, but no model or images: such a metric may need nothing else."""
+    for entry in spec.metrics.values():
+        needs = entry.create().needs
+        if Need.SHARD in needs and needs - _DRIVER_NEEDS:
+            raise SpecError(f"{spec.source}: metrics.{entry.name}: with {entry.params or 'its defaults'}, "
+                            f"{entry.registered} compares the images of a whole shard and needs "
+                            f"{', '.join(sorted(map(str, needs - _DRIVER_NEEDS)))}, which the job's driver does not "
+                            "hold; choose parameters that score each image alone (SIC/AIC: aggregate: mean, whose "
+                            "mean over the images is PAIR's mean aggregate)")
 
 
 def reference_pools(spec: GridSpec) -> set[str]:
@@ -363,6 +375,7 @@ def plan_cells(spec: GridSpec, run: str, location: str = "") -> list[CellPlan]:
     """One plan per (dataset, architecture), in the spec's order; errors name the field or file."""
     plans = []
     sizes = _pool_sizes(spec, reference_pools(spec))
+    _check_pooled_needs(spec)
     for dataset in spec.datasets:
         _check_metric_targets(spec, dataset)
         manifest = open_manifest(spec, dataset)

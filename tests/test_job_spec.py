@@ -393,3 +393,15 @@ def test_a_layer_or_weights_the_model_lacks_fail_at_planning(manifest):
     wrong_kind = small_spec(manifest, architectures={"r18": {"model": "resnet18", "weights": "timm"}})
     with pytest.raises(SpecError, match="architectures.r18.weights: weights 'timm' do not apply to torchvision"):
         plan_cells(parse_spec(wrong_kind, "s.yaml"), "r")
+
+
+def test_plan_rejects_a_whole_shard_metric_that_needs_the_model(manifest):
+    """The driver scores a whole shard from the stored maps and boxes: SIC's median curve over a call needs the
+    model's passes over each image's rebuilt versions, which it does not hold."""
+    spec = parse_spec(small_spec(manifest, methods={"gradcam": {}}, metrics={"sic": {"aggregate": "median"}}),
+                      "s.yaml")
+    with pytest.raises(SpecError, match="s.yaml: metrics.sic: with {'aggregate': 'median'}, sic compares the images "
+                                        "of a whole shard and needs model, normalisation, which the job's driver"):
+        plan_cells(spec, "r")
+    pooled = parse_spec(small_spec(manifest, methods={"gradcam": {}}, metrics={"sufficiency": {}, "sic": {}}), "s.yaml")
+    assert plan_cells(pooled, "r")  # a whole-shard metric of the maps alone, and SIC per image

@@ -33,7 +33,9 @@ sample's value is its own curve's area, and the mean over the defined samples is
 exactly (the trapezoid rule is linear and the x-grid is shared). The median curve's area is no mean of
 per-image values: ``aggregate="median"`` (PAIR's default) compares the samples of a call
 (``Need.SHARD``) and gives every defined sample the area under the call's median curve, so their mean
-is PAIR's median aggregate over the call; a sample's value is not comparable across calls.
+is PAIR's median aggregate over the call; a sample's value is not comparable across calls. The grid job
+scores each image alone (``aggregate="mean"``): its cell means are PAIR's mean aggregate, and its plan
+refuses the median, whose whole-shard call would need the model in the job's driver.
 
 The model takes normalised images: the pixels are ``round(255 · clip(x·std + mean, 0, 1))`` with the
 model's ``mean``/``std``, the batch's normalisation (``Need.NORMALISATION``), and every image is scored as
