@@ -165,6 +165,40 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
     return pairs
 
 
+@main.command()
+@click.argument("architecture")
+@click.argument("train_manifest")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the checkpoint file to write (.pt)")
+@click.option("--test", "test_manifest", default=None, help="a held-out manifest to report the test accuracy on")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW's")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="AdamW's")
+@click.option("--seed", type=int, default=0, show_default=True, help="initial weights and batch order")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when there is a GPU, else cpu)")
+def train(architecture, train_manifest, out, test_manifest, epochs, batch_size, lr, weight_decay, seed,
+          device) -> None:
+    """Train ARCHITECTURE (e.g. samp_cnn_mnist, samp_cnn_cifar10) with AdamW on TRAIN_MANIFEST's images and write
+    the checkpoint a spec loads as weights: file:<out>.
+
+    \b
+      camgrid manifest build mnist ~/data/mnist --split train --out manifests/mnist_train
+      camgrid manifest build mnist ~/data/mnist --out manifests/mnist_test
+      camgrid train samp_cnn_mnist manifests/mnist_train --test manifests/mnist_test --out checkpoints/samp_cnn_mnist.pt
+    """
+    from jobs.train import TrainConfig
+    from jobs.train import train as train_model
+
+    device = _device(device)
+    try:
+        config = TrainConfig(epochs, batch_size, lr, weight_decay, seed)
+        result = train_model(architecture, train_manifest, out, test_manifest=test_manifest, config=config,
+                             device=device, echo=click.echo, live=is_terminal(sys.stderr))
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"wrote {result.checkpoint} (weights: file:{result.checkpoint})")
+
+
 @main.group()
 def manifest() -> None:
     """Build and inspect Parquet image manifests."""
