@@ -97,8 +97,9 @@ def run(spec, out, address, paths, settings, report, verbose, executor) -> None:
     imagenet_table5, imagenet_table8, coco_localization, cifar10_infidelity, timing, and the extended sets
     fine_grained_40_full, fine_grained_40_finetuned, imagenet; Opti-CAM's opticam_imagenet_cnn, opticam_imagenet_vit,
     opticam_imagenet_faithfulness, opticam_localization, opticam_ablation; voc_pointing_game; IDGI's idgi_imagenet,
-    idgi_steps; SAMP's samp_imagenet, samp_ablation. Rerunning the same command resumes: finished cells and shards
-    are skipped. Ray's own warnings and tracebacks go to camgrid.log in the run directory.
+    idgi_steps; SAMP's samp_imagenet, samp_ablation, samp_mnist, samp_cifar10 (checkpoints from camgrid train).
+    Rerunning the same command resumes: finished cells and shards are skipped. Ray's own warnings and tracebacks go
+    to camgrid.log in the run directory.
     """
     import logging
 
