@@ -29,6 +29,8 @@ def main() -> None:
 @click.option("--weights", default="pretrained", show_default=True,
               help="pretrained | none | torchvision:<ENUM> | timm | package | file:<checkpoint>")
 @click.option("--layer", default=None, help="target layer (default: the registry's)")
+@click.option("--num-classes", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="the classifier's outputs (a checkpoint's class count, e.g. 10 for camgrid train's MNIST CNN)")
 @click.option("--methods", default="all", show_default=True, help="comma-separated method names, or 'all'")
 @click.option("--params", default="{}", help='JSON per-method parameters, e.g. \'{"opticam": {"iterations": 20}}\'')
 @click.option("--out", default="camgrid-explain", show_default=True, type=click.Path(file_okay=False))
@@ -36,7 +38,7 @@ def main() -> None:
 @click.option("--references", default=None, metavar="MANIFEST",
               help="reference manifest Expected Grad-CAM draws 2K images from (your data's train split; "
                    "default: the bundled offline pool of photo crops)")
-def explain(images, model_name, weights, layer, methods, params, out, device, references) -> None:
+def explain(images, model_name, weights, layer, num_classes, methods, params, out, device, references) -> None:
     """Explain IMAGES (default: scikit-image's bundled photos) with every method; write overlays."""
     from jobs.explain import explain_images, load_images, save_overlay_grid
 
@@ -52,7 +54,7 @@ def explain(images, model_name, weights, layer, methods, params, out, device, re
         raise click.BadParameter(f"not valid JSON: {err}", param_hint="--params") from err
     try:
         photos = load_images(images)
-        loaded = load_model(model_name, weights, layer=layer, device=device)
+        loaded = load_model(model_name, weights, layer=layer, num_classes=num_classes, device=device)
         click.echo(f"{model_name} ({loaded.weights}) at {loaded.layer}: {len(photos)} images, {len(chosen)} methods")
         explanation = explain_images(loaded, photos, chosen, method_params, progress=click.echo,
                                      references=references)

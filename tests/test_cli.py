@@ -97,3 +97,25 @@ def test_signed_maps_are_drawn_by_magnitude_clipped_at_the_99th_percentile():
     assert float(minmax_normalize(signed)[0, 75, 0]) > 0.99  # min-max would draw it as the top colour
     cam = torch.rand(2, 7, 7)
     torch.testing.assert_close(display_scale(cam, rectified=True), minmax_normalize(cam))
+
+
+def test_explain_takes_a_checkpoints_class_count(tmp_path):
+    """A 10-class MNIST CNN checkpoint: refused at ImageNet's 1000 outputs with the hint, explained with
+    ``--num-classes 10`` (grayscale, 28 px; the top-1 class named by its index)."""
+    import torch
+
+    from attribution.models import load_model
+
+    checkpoint = tmp_path / "mnist.pt"
+    torch.save(load_model("samp_cnn_mnist", "none", num_classes=10).model.state_dict(), checkpoint)
+    (name, image), = sample_images(("camera",))
+    image.save(tmp_path / f"{name}.png")
+    args = ["explain", str(tmp_path / f"{name}.png"), "--model", "samp_cnn_mnist", "--weights", f"file:{checkpoint}",
+            "--methods", "gradcam", "--out", str(tmp_path / "out")]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1 and "is num_classes right?" in refused.output
+    result = CliRunner().invoke(main, [*args, "--num-classes", "10"])
+    assert result.exit_code == 0, result.output
+    label = result.output.split(f"{name}: top-1 ")[1].split()[0]
+    assert label.isdigit() and 0 <= int(label) < 10
+    assert (tmp_path / "out" / "overlays.png").exists()
