@@ -89,7 +89,7 @@ class Preprocessing:
     @property
     def black(self) -> tuple[float, ...]:
         """The black image after normalisation, ``−mean/std`` per channel (the baseline ``"black"`` of the metrics)."""
-        return tuple(-m / s for m, s in zip(self.mean, self.std))
+        return self.normalisation.black
 
     @property
     def normalisation(self) -> Normalisation:
