@@ -12,15 +12,13 @@ Images exist only inside the pickles, so they are embedded as lossless PNG; ``im
 
 from __future__ import annotations
 
-import io
 import pickle
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from storage.builders.common import Candidate, DatasetIndex, require_path, unknown_split
+from storage.builders.common import Candidate, DatasetIndex, png_bytes, require_path, unknown_split
 from storage.manifest import ManifestError
 
 VERSION = "1"
@@ -56,12 +54,6 @@ def _unpickle(path: Path) -> dict:
     return batch
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.reshape(3, 32, 32).transpose(1, 2, 0)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def index_cifar10(root: Path, split: str = "test") -> DatasetIndex:
     if split not in SPLITS:
         raise unknown_split("CIFAR-10", split, sorted(SPLITS))
@@ -75,6 +67,7 @@ def index_cifar10(root: Path, split: str = "test") -> DatasetIndex:
         if data.shape != (len(labels), 3072):
             raise ManifestError(f"CIFAR-10 batch {root / batch_name}: data is {data.shape}, "
                                 f"expected ({len(labels)}, 3072)")
-        candidates += [Candidate(f"{batch_name}_{row:05d}", int(label), split, None, load=partial(_png, data[row]))
-                       for row, label in enumerate(labels)]
+        pixels = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CIFAR's rows are channel-major
+        candidates += [Candidate(f"{batch_name}_{row:05d}", int(label), split, None,
+                                 load=partial(png_bytes, pixels[row])) for row, label in enumerate(labels)]
     return DatasetIndex("cifar10", names, candidates, str(root), split=split)

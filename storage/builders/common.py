@@ -11,6 +11,7 @@ perturbations from) needs none: with ``require_masks=False`` such an image is ke
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import xml.etree.ElementTree as ET
@@ -34,12 +35,19 @@ from storage.manifest import (
 )
 from storage.sampling import SampleTooSmallError, select_stratified
 
-__all__ = ["Box", "Candidate", "DatasetIndex", "build_manifest", "require_path", "read_table_file", "read_voc_boxes",
-           "read_voc_annotation", "VocObject", "load_mat", "open_mask_image", "unknown_split"]
+__all__ = ["Box", "Candidate", "DatasetIndex", "build_manifest", "png_bytes", "require_path", "read_table_file",
+           "read_voc_boxes", "read_voc_annotation", "VocObject", "load_mat", "open_mask_image", "unknown_split"]
 
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in the image's pixel coordinates
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """``(H, W)`` or ``(H, W, 3)`` uint8 pixels as lossless PNG bytes, for images that exist only as arrays."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

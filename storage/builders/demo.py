@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from storage.builders.common import Candidate, DatasetIndex, build_manifest
+from storage.builders.common import Candidate, DatasetIndex, build_manifest, png_bytes
 from storage.manifest import Manifest, ManifestError, read_manifest
 
 VERSION = "2"  # 2: four images per shard, so the demo grid streams several shards
@@ -67,12 +67,6 @@ def imagenet_class_names() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def composite(photo: Image.Image, texture: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``photo`` shrunk to a longer side of 80–128 px and pasted on a ``CANVAS``² crop of ``texture``.
 
@@ -98,7 +92,7 @@ def index_demo(root: Path | None = None, split: str = "all", per_photo: int = 3,
     photos = dict(sample_images(tuple(labelled)))
     candidates = []
     if split in ("all", "photos"):
-        candidates += [Candidate(name, label, "photos", None, load=lambda p=photos[name]: _png(np.asarray(p)))
+        candidates += [Candidate(name, label, "photos", None, load=lambda p=photos[name]: png_bytes(np.asarray(p)))
                        for name, label in labelled.items()]
     if split in ("all", "synthetic"):
         rng = np.random.default_rng(seed)
@@ -107,7 +101,7 @@ def index_demo(root: Path | None = None, split: str = "all", per_photo: int = 3,
                 texture_name = TEXTURES[copy % len(TEXTURES)]
                 canvas, mask = composite(photos[name], getattr(data, texture_name)(), rng)
                 candidates.append(Candidate(f"{name}_on_{texture_name}_{copy}", label, "synthetic", None,
-                                            load=lambda c=canvas: _png(c), mask=lambda m=mask: m))
+                                            load=lambda c=canvas: png_bytes(c), mask=lambda m=mask: m))
     return DatasetIndex("demo", imagenet_class_names(), candidates, "scikit-image sample data")
 
 

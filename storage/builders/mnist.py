@@ -14,14 +14,12 @@ names are the digits ``"0"`` … ``"9"``.
 from __future__ import annotations
 
 import gzip
-import io
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from storage.builders.common import Candidate, DatasetIndex, unknown_split
+from storage.builders.common import Candidate, DatasetIndex, png_bytes, unknown_split
 from storage.manifest import ManifestError
 
 VERSION = "1"
@@ -60,12 +58,6 @@ def _read_idx(path: Path, magic: int, dims: int) -> np.ndarray:
     return np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def index_mnist(root: Path, split: str = "test") -> DatasetIndex:
     if split not in SPLITS:
         raise unknown_split("MNIST", split, sorted(SPLITS))
@@ -78,6 +70,6 @@ def index_mnist(root: Path, split: str = "test") -> DatasetIndex:
     if len(labels) and labels.max() > 9:
         row = int(np.argmax(labels > 9))
         raise ManifestError(f"MNIST file {label_file}: label {labels[row]} at row {row} is not a digit 0-9")
-    candidates = [Candidate(f"{split}_{row:05d}", int(label), split, None, load=partial(_png, images[row]))
+    candidates = [Candidate(f"{split}_{row:05d}", int(label), split, None, load=partial(png_bytes, images[row]))
                   for row, label in enumerate(labels)]
     return DatasetIndex("mnist", list(CLASS_NAMES), candidates, str(image_file.parent), split=split)
